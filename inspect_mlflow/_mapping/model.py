@@ -1,0 +1,219 @@
+"""The compiled mapping: immutable, validated, every expression parsed once.
+
+The loader (``_mapping.load``) builds these from YAML; the engine (``_runtime.engine``)
+only reads them. No expression text is parsed after loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+LIFECYCLE_POINTS: tuple[str, ...] = (
+    "eval_set_start",
+    "eval_set_end",
+    "run_start",
+    "run_end",
+    "task_start",
+    "task_end",
+    "sample_init",
+    "sample_start",
+    "sample_attempt_start",
+    "sample_attempt_end",
+    "sample_event",
+    "sample_scoring",
+    "sample_end",
+    "model_usage",
+    "model_cache_usage",
+    "before_model_generate",
+    "model_retry",
+)
+"""Inspect's hook methods without ``on_``: the only names a mapping may use for points."""
+
+RUN_STATUSES: tuple[str, ...] = ("FINISHED", "FAILED", "KILLED")
+
+
+class Searchable(Protocol):
+    """What the engine needs of a compiled expression."""
+
+    text: str
+
+    def search(self, doc: Any) -> Any:
+        """Evaluate against a context document; raise on a runtime type error."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where a piece of the mapping came from, for runtime error reports."""
+
+    file: str
+    json_path: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        place = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
+        return f"{place}: {self.json_path}"
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A compiled JMESPath expression with the mapping's extra functions."""
+
+    text: str
+    parsed: Any
+    """The ``jmespath`` ParsedResult."""
+    where: Where
+    options: Any = field(repr=False, compare=False, default=None)
+    """``jmespath.Options`` carrying the custom functions."""
+
+    def search(self, doc: Any) -> Any:
+        """Evaluate against ``doc``; JMESPath errors propagate to the caller."""
+        return self.parsed.search(doc, self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTemplate:
+    """A key such as ``usage/{model.key}/input_tokens``: literal text and expressions."""
+
+    text: str
+    parts: tuple[str | Expr, ...]
+    where: Where
+
+    @property
+    def is_fixed(self) -> bool:
+        """True when the key has no placeholder."""
+        return all(isinstance(p, str) for p in self.parts)
+
+    def render(self, doc: Any, to_text: Any = str) -> str | None:
+        """Fill the placeholders; None when any placeholder evaluates to null."""
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = part.search(doc)
+            if value is None:
+                return None
+            out.append(to_text(value))
+        return "".join(out)
+
+
+Entries = tuple[tuple[KeyTemplate, Expr], ...]
+"""Ordered (key template, value expression) pairs of a params/tags/metrics/row map."""
+
+Loops = tuple[tuple[str, Expr], ...]
+"""Ordered (name, list expression) pairs of a ``for_each``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpanSpec:
+    """How to build the child spans of a trace."""
+
+    for_each: Loops
+    id: Expr
+    parent: Expr | None
+    name: Expr
+    type: Expr | None
+    start: Expr
+    end: Expr | None
+    inputs: Expr | None
+    outputs: Expr | None
+    attributes: Entries
+    status: Expr | None
+    error: Expr | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackSpec:
+    """How to build the assessments of a trace."""
+
+    for_each: Loops
+    name: Expr
+    value: Expr
+    rationale: Expr | None
+    metadata: Entries
+    error: Expr | None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSpec:
+    """How to build one trace from a context."""
+
+    key: Expr
+    name: Expr | None
+    start: Expr
+    end: Expr | None
+    inputs: Expr | None
+    outputs: Expr | None
+    status: Expr | None
+    tags: Entries
+    metadata: Entries
+    spans: SpanSpec | None
+    feedback: FeedbackSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """A run kind: when it opens and closes, how it is keyed, named, tagged, ended."""
+
+    kind: str
+    open: str
+    close: str
+    key: Expr
+    parent: str | None
+    name: Expr | None
+    tags: Entries
+    status: Expr
+    where: Where
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule of one lifecycle point."""
+
+    point: str
+    id: str | None
+    run: str
+    where: Where
+    when: Expr | None = None
+    unique: Expr | None = None
+    count: tuple[str, ...] = ()
+    collect: tuple[tuple[str, Expr], ...] = ()
+    for_each: Loops = ()
+    step: Expr | None = None
+    params: Entries = ()
+    tags: Entries = ()
+    metrics: Entries = ()
+    table: KeyTemplate | None = None
+    row: Entries = ()
+    records: KeyTemplate | None = None
+    record: Expr | None = None
+    artifact: KeyTemplate | None = None
+    value: Expr | None = None
+    trace: TraceSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMapping:
+    """A whole validated mapping, ready for the engine."""
+
+    version: int
+    runs: Mapping[str, RunSpec]
+    rules: Mapping[str, tuple[Rule, ...]]
+    """Rules by lifecycle point; points with no rules are absent."""
+    counters: frozenset[str]
+    series: frozenset[str]
+    effective: Mapping[str, Any]
+    """The merged mapping as plain data (what ``check --print-effective`` prints)."""
+    files: tuple[str, ...]
+    """The files it was built from, base first."""
+
+    def points(self) -> frozenset[str]:
+        """Every lifecycle point that opens or closes a run or has a rule."""
+        found = set(self.rules)
+        for spec in self.runs.values():
+            found.update((spec.open, spec.close))
+        return frozenset(found)
