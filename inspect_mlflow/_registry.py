@@ -1,0 +1,1 @@
+"""Entry point target of the ``inspect_ai`` group: importing it registers the hook."""
