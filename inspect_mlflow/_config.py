@@ -1,0 +1,161 @@
+"""Settings from the environment, parsed once per run, with errors that name the variable.
+
+Every ``INSPECT_MLFLOW_*`` (and the MLflow variables we honour) is read here and nowhere
+else, so a user reading one error message knows which variable to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+KNOWN_PROVIDERS: tuple[str, ...] = (
+    "openai",
+    "anthropic",
+    "langchain",
+    "litellm",
+    "mistral",
+    "groq",
+    "cohere",
+    "gemini",
+    "bedrock",
+)
+DEFAULT_PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "langchain", "litellm")
+DEFAULT_EXPERIMENT = "inspect_ai"
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A bad environment value; the message names the variable and says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the hook needs to know from the environment for one run."""
+
+    tracking_uri: str | None
+    """Where to log; None means the hook is off."""
+    experiment_name: str = DEFAULT_EXPERIMENT
+    log_artifacts: bool = True
+    """Tables and artifacts on/off."""
+    autolog_enabled: bool = True
+    autolog_providers: tuple[str, ...] = DEFAULT_PROVIDERS
+    mapping_path: Path | None = None
+    """A user mapping file; None means the built-in default."""
+    traces: bool = True
+    """One MLflow trace per sample with the scores as feedback."""
+    trace_max_spans: int = 1000
+    """At most this many child spans per trace; the rest are counted, not sent."""
+    trace_max_text: int = 20_000
+    """Text span inputs/outputs/attributes longer than this are cut with a marker."""
+    flush_timeout: float = 30.0
+    """Seconds the end of a run may wait for undelivered writes before reporting them."""
+
+    @property
+    def active(self) -> bool:
+        """True when a tracking URI is configured."""
+        return bool(self.tracking_uri)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """Read a boolean: true/false/1/0/yes/no/on/off in any case."""
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise SettingsError(
+        f"{name}={raw!r} is not a boolean. Use one of true/false, 1/0, yes/no, on/off "
+        f"(any case), or unset it to get the default ({str(default).lower()})."
+    )
+
+
+def _parse_number(env: Mapping[str, str], name: str, default: float, kind: type) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value <= 0:
+        raise SettingsError(
+            f"{name}={raw!r} is not a positive {kind.__name__}. "
+            f"Set it to a number such as {default!r}, or unset it to get that default."
+        )
+    return value
+
+
+def parse_providers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Read a provider list given as CSV (``openai,anthropic``) or a JSON array."""
+    raw = _get(env, name)
+    if raw is None:
+        return DEFAULT_PROVIDERS
+    if raw.startswith("["):
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise SettingsError(
+                f"{name}={raw!r} looks like a JSON array but does not parse ({err.msg} at "
+                f"character {err.pos}). Use a JSON array of strings or a comma-separated list."
+            ) from None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise SettingsError(f"{name}={raw!r} must be a JSON array of provider names.")
+    else:
+        items = raw.split(",")
+    providers = tuple(dict.fromkeys(p.strip().lower() for p in items if p.strip()))
+    unknown = [p for p in providers if p not in KNOWN_PROVIDERS]
+    if unknown:
+        raise SettingsError(
+            f"{name}={raw!r} names unknown provider(s): {', '.join(unknown)}. "
+            f"Known providers: {', '.join(KNOWN_PROVIDERS)}."
+        )
+    return providers
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse the environment (``os.environ`` by default); raise SettingsError when bad."""
+    env = os.environ if env is None else env
+    tracking_uri = _get(env, "INSPECT_MLFLOW_TRACKING_URI") or _get(env, "MLFLOW_TRACKING_URI")
+    if _get(env, "INSPECT_MLFLOW_LOG_ARTIFACTS") is not None:
+        log_artifacts = parse_bool(env, "INSPECT_MLFLOW_LOG_ARTIFACTS", True)
+    else:
+        log_artifacts = parse_bool(env, "MLFLOW_INSPECT_LOG_ARTIFACTS", True)
+    mapping_raw = _get(env, "INSPECT_MLFLOW_MAPPING")
+    mapping_path = None
+    if mapping_raw is not None:
+        mapping_path = Path(mapping_raw).expanduser()
+        if not mapping_path.is_file():
+            raise SettingsError(
+                f"INSPECT_MLFLOW_MAPPING={mapping_raw!r}: no such file. Point it at a YAML "
+                "mapping (check it with `inspect-mlflow check FILE`), or unset it to use the "
+                "built-in default."
+            )
+    return Settings(
+        tracking_uri=tracking_uri,
+        experiment_name=_get(env, "MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
+        log_artifacts=log_artifacts,
+        autolog_enabled=parse_bool(env, "INSPECT_MLFLOW_AUTOLOG_ENABLED", True),
+        autolog_providers=parse_providers(env, "INSPECT_MLFLOW_AUTOLOG_MODELS"),
+        mapping_path=mapping_path,
+        traces=parse_bool(env, "INSPECT_MLFLOW_TRACES", True),
+        trace_max_spans=int(_parse_number(env, "INSPECT_MLFLOW_TRACE_MAX_SPANS", 1000, int)),
+        trace_max_text=int(_parse_number(env, "INSPECT_MLFLOW_TRACE_MAX_TEXT", 20_000, int)),
+        flush_timeout=_parse_number(env, "INSPECT_MLFLOW_FLUSH_TIMEOUT", 30.0, float),
+    )
