@@ -1,0 +1,140 @@
+"""MLflow-safe keys and bounded text: helpers shared by the loader, functions and engine.
+
+MLflow rejects param, metric and tag keys with characters outside
+``letters digits _ - . / space :``, keys longer than 250 characters and keys that would
+resolve to another path (``a//b``, ``a/../b``, a leading ``/``). A key built from data
+(a model name such as ``mockllm/model@v1``) must still land, so :func:`safe_key` rewrites
+any text deterministically into a key that :func:`is_valid_key` accepts.
+
+Only ASCII letters and digits are kept: some MLflow backends (Windows, Databricks) accept
+fewer characters than the local file store, and a deterministic, portable key is worth
+more than a faithful non-ASCII one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+import re
+from typing import Any
+
+MAX_KEY_LENGTH = 250
+"""MLflow's limit on param, metric and tag key length."""
+
+TRUNCATION_MARKER = "...[truncated]"
+"""Appended to text cut by :func:`truncate_text`, so a reader knows it was cut."""
+
+_VALID_KEY = re.compile(r"[A-Za-z0-9_\-. /:]+")
+_INVALID_CHAR = re.compile(r"[^A-Za-z0-9_\-. /:]")
+_DOT_RUN = re.compile(r"\.{2,}")
+
+
+def is_valid_key(text: str) -> bool:
+    """Tell whether MLflow would accept ``text`` as a param, metric or tag key.
+
+    The loader uses it to reject a fixed key at load time instead of mid-run.
+
+    Args:
+        text: The candidate key.
+
+    Returns:
+        True when the key has only allowed characters, is 1..250 characters long and
+        does not resolve to another path.
+
+    >>> is_valid_key("sample/total_time"), is_valid_key("a//b"), is_valid_key("/a")
+    (True, False, False)
+    """
+    if not isinstance(text, str) or not text or len(text) > MAX_KEY_LENGTH:
+        return False
+    if not _VALID_KEY.fullmatch(text):
+        return False
+    normal = posixpath.normpath(text)
+    return normal == text and normal != "." and not normal.startswith(("..", "/"))
+
+
+def _normalise_segments(text: str) -> str:
+    """Drop empty and ``.`` path segments (collapses ``//``, leading and trailing ``/``)."""
+    segments = [part for part in text.split("/") if part not in ("", ".")]
+    return "/".join(segments)
+
+
+def safe_key(text: str) -> str:
+    """Rewrite ``text`` into a key MLflow accepts, the same way every time.
+
+    Characters MLflow rejects become ``_``; runs of dots collapse to one; empty and
+    ``.`` path segments are dropped (so ``//`` collapses and a leading ``/`` goes); the
+    result is cut at 250 characters. An empty result becomes ``_``.
+
+    Args:
+        text: Any text, usually a key template filled with data.
+
+    Returns:
+        A key for which :func:`is_valid_key` is true.
+
+    >>> safe_key("mockllm/model@v1")
+    'mockllm/model_v1'
+    >>> safe_key("/a//b/../c")
+    'a/b/c'
+    """
+    key = _INVALID_CHAR.sub("_", str(text))
+    key = _DOT_RUN.sub(".", key)
+    key = _normalise_segments(key)
+    if len(key) > MAX_KEY_LENGTH:
+        key = _normalise_segments(key[:MAX_KEY_LENGTH])
+    return key or "_"
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """Cut ``text`` to at most ``limit`` characters, ending with a visible marker when cut.
+
+    MLflow truncates long params and tags silently (or rejects them); a marker makes
+    the cut visible in the UI.
+
+    Args:
+        text: The text to bound.
+        limit: The maximum length of the result, marker included.
+
+    Returns:
+        ``text`` unchanged when short enough, else its start followed by
+        ``...[truncated]`` (just the first ``limit`` characters when ``limit`` is
+        smaller than the marker).
+
+    >>> truncate_text("abcdefghijklmnopqrstuvwxyz", 20)
+    'abcdef...[truncated]'
+    """
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    if len(text) <= limit:
+        return text
+    keep = limit - len(TRUNCATION_MARKER)
+    if keep <= 0:
+        return text[:limit]
+    return text[:keep] + TRUNCATION_MARKER
+
+
+def to_text(value: Any) -> str:
+    """Render a JSON value as text, for key placeholders, ``format`` and param values.
+
+    Strings stay as they are; ``true``/``false``/``null`` are written as in JSON;
+    integral floats keep their ``.0`` (``1.0``) so the text says what the value was;
+    lists and objects become compact JSON.
+
+    Args:
+        value: A JSON-like value.
+
+    Returns:
+        Its text.
+
+    >>> to_text("a"), to_text(True), to_text(None), to_text(2), to_text([1, "x"])
+    ('a', 'true', 'null', '2', '[1,"x"]')
+    """
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else json.dumps(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
