@@ -1,0 +1,162 @@
+"""The one generic Inspect hook: lifecycle points in, enqueued MLflow writes out.
+
+It knows lifecycle points and ids (run, task, eval-set), never which fields get logged:
+that is the mapping's job. Inspect creates a single instance per process; samples of
+concurrent tasks call it interleaved on one event loop, eval-set points arrive on
+short-lived loops, so all shared state sits behind the session's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from inspect_ai._util.error import PrerequisiteError
+from inspect_ai.hooks import Hooks, TaskEnd
+
+from inspect_mlflow._config import Settings, SettingsError, load_settings
+from inspect_mlflow._mapping import MappingInvalid, load_mapping
+from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigurationError(PrerequisiteError):
+    """Bad settings or mapping: raised from ``enabled()`` so the eval stops before it starts."""
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+
+class MlflowTrackingHook(Hooks):
+    """Logs Inspect evaluations to MLflow as the active mapping describes."""
+
+    def __init__(self) -> None:
+        self._checked = False
+        self._settings: Settings | None = None
+        self._mapping: Any = None
+        self._points: frozenset[str] = frozenset()
+        self._session: Any = None
+        self._start_lock = threading.Lock()
+        self._said_off = False
+        # eval_ids whose task_start fired and whose task_end has not (yet).
+        self._open_tasks: dict[str, str] = {}
+
+    # -- activation -------------------------------------------------------------------
+
+    def enabled(self) -> bool:
+        """Parse settings and mapping once per run; raise on bad input (stops the eval)."""
+        if self._checked:
+            return self._settings is not None
+        try:
+            settings = load_settings()
+        except SettingsError as err:
+            raise ConfigurationError(f"inspect-mlflow: {err}") from None
+        if not settings.active:
+            if not self._said_off:
+                logger.debug("inspect-mlflow: MLFLOW_TRACKING_URI is not set; not logging")
+                self._said_off = True
+            self._settings = None
+            self._checked = True
+            return False
+        try:
+            self._mapping = load_mapping(settings.mapping_path)
+        except MappingInvalid as err:
+            problems = "\n".join(f"  {e}" for e in err.errors)
+            source = settings.mapping_path or "the built-in default mapping"
+            raise ConfigurationError(
+                f"inspect-mlflow: the mapping {source} (INSPECT_MLFLOW_MAPPING) is invalid:\n"
+                f"{problems}\nFix it and run `inspect-mlflow check {source}` to confirm."
+            ) from None
+        self._settings = settings
+        self._points = self._mapping.points()
+        self._checked = True
+        return True
+
+    def _session_for(self, point: str) -> Any:
+        """The current session, started on the first point the mapping cares about."""
+        session = self._session
+        if session is not None or point not in self._points or self._settings is None:
+            return session
+        from inspect_mlflow._session import Session
+
+        with self._start_lock:
+            if self._session is None:
+                self._session = Session(self._settings, self._mapping)
+            return self._session
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _dispatch(self, point: str, data: Any) -> None:
+        session = self._session_for(point)
+        if session is None:
+            return
+        try:
+            session.handle(point, data)
+        except Exception as err:  # never break the eval; count and tell once
+            session.errors += 1
+            if session.errors == 1:
+                logger.warning("inspect-mlflow: error at %s: %r", point, err)
+
+    async def on_run_start(self, data: Any) -> None:
+        """Open the eval-level run and switch provider autolog on."""
+        session = self._session_for("run_start")
+        if session is not None:
+            session.start_autolog()
+        self._dispatch("run_start", data)
+
+    async def on_task_start(self, data: Any) -> None:
+        """Open the task run; remember it so a missing task_end can be made good."""
+        self._open_tasks[data.eval_id] = data.run_id
+        self._dispatch("task_start", data)
+
+    async def on_task_end(self, data: Any) -> None:
+        """Close the task run."""
+        self._open_tasks.pop(data.eval_id, None)
+        self._dispatch("task_end", data)
+
+    async def on_run_end(self, data: Any) -> None:
+        """Close tasks whose task_end never fired, then the run; deliver and report."""
+        for log in data.logs or []:
+            eval_id = log.eval.eval_id
+            if self._open_tasks.get(eval_id) == data.run_id:
+                self._open_tasks.pop(eval_id)
+                orphan = TaskEnd(
+                    eval_set_id=data.eval_set_id, run_id=data.run_id, eval_id=eval_id, log=log
+                )
+                self._dispatch("task_end", orphan)
+        for eval_id, run_id in list(self._open_tasks.items()):
+            if run_id == data.run_id:
+                del self._open_tasks[eval_id]
+        self._dispatch("run_end", data)
+        await self._finish_run()
+
+    async def _finish_run(self) -> None:
+        session = self._session
+        self._checked = False
+        if session is None:
+            return
+        timeout = session.settings.flush_timeout
+        await asyncio.to_thread(session.finish, timeout)
+        if not session.has_open_runs():
+            session.stop_autolog()
+            await asyncio.to_thread(session.close, timeout)
+            if self._session is session:
+                self._session = None
+
+
+def _make_point_method(point: str) -> Any:
+    async def method(self: MlflowTrackingHook, data: Any) -> None:
+        self._dispatch(point, data)
+
+    method.__name__ = f"on_{point}"
+    method.__doc__ = f"Evaluate the mapping's rules for ``{point}``."
+    return method
+
+
+for _point in LIFECYCLE_POINTS:
+    # Points this Inspect version does not have are never emitted, so never defined here.
+    if f"on_{_point}" not in vars(MlflowTrackingHook) and hasattr(Hooks, f"on_{_point}"):
+        setattr(MlflowTrackingHook, f"on_{_point}", _make_point_method(_point))
