@@ -1,0 +1,489 @@
+"""The background writer: one thread that owns the sink and all of its I/O.
+
+Callers (the hook, on Inspect's event loop) only :meth:`BackgroundWriter.emit`
+operations: that appends to a deque under a short lock and never waits on the network.
+One named daemon thread wakes every ``schedule_delay`` seconds, or as soon as a full
+batch waits, takes everything queued and hands it to the sink in order, in batches of
+at most ``max_batch_size`` operations.
+
+What the sink cannot deliver is never dropped silently:
+
+- transient failures (connection refused, timeout, HTTP 5xx or 429) are retried with
+  exponential backoff and jitter, for at most ``retry_timeout`` seconds per batch and
+  never past the deadline of :meth:`BackgroundWriter.shutdown`;
+- single values the backend refuses reach ``on_rejected(run, key, reason)`` while the
+  rest of their batch lands;
+- operations that cannot be delivered reach ``on_failure(ops, error)`` as plain
+  operations. The default keeps them in :attr:`BackgroundWriter.failed`; this is the
+  seam where a spool file plugs in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from inspect_mlflow._runtime.operations import Operation
+from inspect_mlflow._writer.sink import Rejection, Sink, SinkError
+
+logger = logging.getLogger(__name__)
+
+FailureCallback = Callable[[list[Operation], BaseException], None]
+"""``on_failure(ops, error)``: ``ops`` will not be delivered; called on the writer thread
+(or on the caller's thread for a full queue or a closed writer)."""
+
+RejectedCallback = Callable[[str, str, str], None]
+"""``on_rejected(run, key, reason)``: one value was refused; called on the writer thread."""
+
+THREAD_NAME = "inspect-mlflow-writer"
+
+STATS = (
+    "emitted",  # operations accepted into the queue
+    "batches_sent",  # sink.send calls that delivered their whole batch
+    "ops_sent",  # operations delivered
+    "send_errors",  # sink.send calls that raised
+    "retries",  # sends repeated after a transient failure
+    "ops_failed",  # operations handed to on_failure
+    "rejected",  # single values refused by the backend (reported to on_rejected)
+    "overflow",  # operations refused by emit because the queue was full
+)
+"""Names of the counters in :attr:`BackgroundWriter.stats`."""
+
+
+class WriterClosed(Exception):
+    """Operations were emitted after :meth:`BackgroundWriter.shutdown`."""
+
+    kind = "writer_closed"
+
+
+class QueueFull(Exception):
+    """Operations did not fit in the writer's queue (``max_queue_size``)."""
+
+    kind = "queue_full"
+
+
+class DeadlinePassed(Exception):
+    """The shutdown deadline passed before the operations could be sent."""
+
+    kind = "deadline"
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
+        raise ValueError(f"{name} must be {bound} (seconds), got {value!r}")
+    return float(value)
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Whether a plain exception from a sink is worth retrying."""
+    if isinstance(error, SinkError):
+        return error.transient
+    if getattr(error, "transient", False) is True:
+        return True
+    return isinstance(error, (ConnectionError, TimeoutError))
+
+
+def _kind(error: BaseException) -> str:
+    kind = getattr(error, "kind", None)
+    return kind if isinstance(kind, str) else type(error).__name__
+
+
+class BackgroundWriter:
+    """Batches operations and delivers them to a sink from one background thread.
+
+    The writer is the only user of its sink: ``sink.send`` and ``sink.close`` run on the
+    writer thread only. ``emit``, ``flush``, ``shutdown`` and the read-only accessors may
+    be called from any thread.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        max_queue_size: int = 100_000,
+        max_batch_size: int = 1000,
+        schedule_delay: float = 0.5,
+        retry_timeout: float = 30.0,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        on_failure: FailureCallback | None = None,
+        on_rejected: RejectedCallback | None = None,
+        thread_name: str = THREAD_NAME,
+    ) -> None:
+        """Validate the settings and start the writer thread.
+
+        Args:
+            sink: Where operations go; owned by the writer from now on.
+            max_queue_size: Operations that may wait at once; beyond it, ``emit`` hands
+                the excess to ``on_failure`` (bounded memory, nothing silent).
+            max_batch_size: Operations per ``sink.send`` call (<= ``max_queue_size``).
+            schedule_delay: Seconds between two deliveries when no full batch waits.
+            retry_timeout: Seconds a batch may keep failing transiently before it is
+                handed to ``on_failure``.
+            backoff: First retry delay in seconds; doubles per attempt, with jitter.
+            max_backoff: Upper bound of one retry delay in seconds.
+            on_failure: Called with operations that will not be delivered and the error;
+                default: warn once per kind of error and keep them in :attr:`failed`.
+            on_rejected: Called with ``(run, key, reason)`` for each value the backend
+                refused; default: warn once per key and keep it in :attr:`rejected`.
+            thread_name: Name of the writer thread (shows in thread dumps).
+
+        Raises:
+            ValueError: A setting is out of range; the message names it.
+        """
+        self._max_queue_size = _positive_int("max_queue_size", max_queue_size)
+        self._max_batch_size = _positive_int("max_batch_size", max_batch_size)
+        if self._max_batch_size > self._max_queue_size:
+            raise ValueError(
+                f"max_batch_size ({max_batch_size}) must not exceed "
+                f"max_queue_size ({max_queue_size})"
+            )
+        self._schedule_delay = _seconds("schedule_delay", schedule_delay)
+        self._retry_timeout = _seconds("retry_timeout", retry_timeout, allow_zero=True)
+        self._backoff = _seconds("backoff", backoff)
+        self._max_backoff = _seconds("max_backoff", max_backoff)
+        if self._max_backoff < self._backoff:
+            raise ValueError(f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
+        self._sink = sink
+        self._on_failure = on_failure or self._keep_failed
+        self._on_rejected = on_rejected or self._keep_rejected
+        self._thread_name = thread_name
+        self._failed: list[Operation] = []
+        self._rejected: list[Rejection] = []
+        self._warned: set[str] = set()
+        self._stats: dict[str, int] = dict.fromkeys(STATS, 0)
+        self._init_state()
+        self._thread.start()
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._at_fork_reinit)
+
+            def _after_fork_in_child() -> None:
+                method = reinit()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+
+    def _init_state(self) -> None:
+        """Create the lock, events, queue and thread (again, in a forked child)."""
+        self._lock = threading.Lock()
+        self._settled_cond = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._close_deadline = math.inf
+        self._queue: deque[Operation] = deque()
+        self._emitted = 0
+        self._settled = 0
+        self._sink_closed = False
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+
+    def _at_fork_reinit(self) -> None:
+        """Give a forked child its own lock and thread; the parent delivers its own ops."""
+        was_closing = self._closing.is_set()
+        self._init_state()
+        if was_closing:
+            self._closing.set()
+            self._sink_closed = True
+        else:
+            self._thread.start()
+
+    # -- producer side (any thread) -------------------------------------------------
+
+    def emit(self, ops: Sequence[Operation]) -> None:
+        """Queue operations for delivery; never blocks on I/O.
+
+        Operations that do not fit in the queue, or arrive after shutdown, go straight
+        to ``on_failure`` on the calling thread.
+        """
+        if not ops:
+            return
+        refused: list[Operation] = []
+        error: Exception | None = None
+        with self._lock:
+            if self._closing.is_set():
+                refused, error = list(ops), WriterClosed("the writer was shut down")
+            else:
+                room = self._max_queue_size - len(self._queue)
+                accepted = ops[:room] if len(ops) > room else ops
+                self._queue.extend(accepted)
+                self._emitted += len(accepted)
+                self._stats["emitted"] += len(accepted)
+                if len(self._queue) >= self._max_batch_size:
+                    self._wake.set()
+                if len(accepted) < len(ops):
+                    refused = list(ops[len(accepted) :])
+                    self._stats["overflow"] += len(refused)
+                    error = QueueFull(
+                        f"writer queue full ({self._max_queue_size} operations waiting)"
+                    )
+        if refused and error is not None:
+            self._fail(refused, error)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything emitted before this call was sent or handed to ``on_failure``.
+
+        Args:
+            timeout: Seconds to wait at most.
+
+        Returns:
+            True when all of it was settled within ``timeout``.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            target = self._emitted
+            if self._settled >= target:
+                return True
+            if threading.current_thread() is self._thread:
+                return False  # a callback flushing from the writer thread would deadlock
+            self._wake.set()
+            while self._settled < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._settled_cond.wait(remaining)
+            return True
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Deliver what is queued, stop the thread and close the sink; idempotent.
+
+        Later ``emit`` calls go to ``on_failure``. Retries stop at the deadline; what is
+        still queued when the deadline passes goes to ``on_failure`` as well.
+
+        Args:
+            timeout: Seconds for the whole shutdown (delivery included).
+
+        Returns:
+            True when the thread finished within ``timeout`` (everything was sent or
+            handed to ``on_failure``).
+        """
+        with self._lock:
+            if not self._closing.is_set():
+                self._close_deadline = time.monotonic() + max(0.0, timeout)
+                self._closing.set()
+        self._wake.set()
+        if threading.current_thread() is self._thread:
+            return False
+        if self._thread.ident is not None:
+            self._thread.join(max(0.0, timeout))
+        if not self._thread.is_alive():
+            return True
+        with self._lock:
+            left = list(self._queue)
+            self._queue.clear()
+            self._settled += len(left)
+            self._settled_cond.notify_all()
+        if left:
+            self._fail(left, DeadlinePassed("shutdown timed out before these were sent"))
+        return False
+
+    # -- read side (any thread) ------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A snapshot of the counters named in :data:`STATS`."""
+        with self._lock:
+            return dict(self._stats)
+
+    @property
+    def failed(self) -> list[Operation]:
+        """Operations kept by the default ``on_failure``, oldest first (a copy)."""
+        with self._lock:
+            return list(self._failed)
+
+    @property
+    def rejected(self) -> list[Rejection]:
+        """Values kept by the default ``on_rejected`` (a copy)."""
+        with self._lock:
+            return list(self._rejected)
+
+    def take_failed(self) -> list[Operation]:
+        """Remove and return the kept undelivered operations (for a spool or a replay)."""
+        with self._lock:
+            taken, self._failed = self._failed, []
+            return taken
+
+    def problem_summary(self) -> list[str]:
+        """One line per kind of problem, for the summary logged at run end."""
+        with self._lock:
+            stats = dict(self._stats)
+            rejected = list(self._rejected)
+        lines: list[str] = []
+        if stats["ops_failed"]:
+            lines.append(f"{stats['ops_failed']} write operation(s) could not be delivered")
+        if stats["rejected"]:
+            shown = ", ".join(f"{r.key} ({r.reason[:80]})" for r in rejected[:5])
+            more = f" and {stats['rejected'] - 5} more" if stats["rejected"] > 5 else ""
+            lines.append(f"{stats['rejected']} value(s) rejected by the backend: {shown}{more}")
+        return lines
+
+    # -- writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                if not self._closing.is_set():
+                    self._wake.wait(self._schedule_delay)
+                self._wake.clear()
+                with self._lock:
+                    batch = list(self._queue)
+                    self._queue.clear()
+                for start in range(0, len(batch), self._max_batch_size):
+                    chunk = batch[start : start + self._max_batch_size]
+                    try:
+                        self._deliver(chunk)
+                    except Exception as error:  # never let the thread die
+                        logger.exception("inspect-mlflow: writer error")
+                        self._fail(chunk, error)
+                    with self._lock:
+                        self._settled += len(chunk)
+                        self._settled_cond.notify_all()
+                if self._closing.is_set():
+                    with self._lock:
+                        if not self._queue:
+                            break
+        finally:
+            self._close_sink()
+
+    def _close_sink(self) -> None:
+        if self._sink_closed:
+            return
+        self._sink_closed = True
+        try:
+            self._sink.close()
+        except Exception:
+            logger.warning("inspect-mlflow: closing the sink failed", exc_info=True)
+
+    def _deliver(self, ops: list[Operation]) -> None:
+        """Send one batch, retrying transient failures; settle everything in it."""
+        pending = ops
+        last_error: BaseException | None = None
+        attempt = 0
+        first_failure: float | None = None
+        while pending:
+            if self._closing.is_set() and time.monotonic() >= self._close_deadline:
+                self._fail(pending, DeadlinePassed("shutdown deadline passed before sending"))
+                return
+            try:
+                self._sink.send(pending)
+            except SinkError as error:
+                partial = bool(error.pending or error.failed)
+                self._count(
+                    ops_sent=self._delivered_count(pending, error),
+                    send_errors=int(partial),
+                    batches_sent=int(not partial),
+                )
+                for rejection in error.rejected:
+                    self._reject(rejection)
+                if error.failed:
+                    self._fail(list(error.failed), error)
+                if not error.pending:
+                    return
+                if not error.transient:
+                    self._fail(list(error.pending), error)
+                    return
+                pending, last_error = list(error.pending), error
+            except Exception as error:
+                self._count(send_errors=1)
+                if not _is_transient(error):
+                    self._fail(pending, error)
+                    return
+                last_error = error
+            else:
+                self._count(batches_sent=1, ops_sent=len(pending))
+                return
+            now = time.monotonic()
+            if first_failure is None:
+                first_failure = now
+            if not self._wait_before_retry(attempt, first_failure):
+                self._fail(pending, last_error or RuntimeError("delivery failed"))
+                return
+            attempt += 1
+            self._count(retries=1)
+
+    @staticmethod
+    def _delivered_count(sent: list[Operation], error: SinkError) -> int:
+        return max(0, len(sent) - len(error.pending) - len(error.failed))
+
+    def _wait_before_retry(self, attempt: int, first_failure: float) -> bool:
+        """Sleep the backoff delay; False when the retry would land past a deadline."""
+        delay = min(self._max_backoff, self._backoff * (2**attempt))
+        delay *= random.uniform(0.5, 1.0)
+        now = time.monotonic()
+        retry_at = now + delay
+        deadline = first_failure + self._retry_timeout
+        if self._closing.is_set():
+            deadline = min(deadline, self._close_deadline)
+        if retry_at > deadline:
+            return False
+        if self._closing.wait(delay):
+            # Shutdown was requested (now or before): its deadline is fixed from here on.
+            if retry_at > self._close_deadline:
+                return False
+            remaining = retry_at - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+        return True
+
+    # -- error path ------------------------------------------------------------------
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                self._stats[name] += delta
+
+    def _fail(self, ops: list[Operation], error: BaseException) -> None:
+        self._count(ops_failed=len(ops))
+        try:
+            self._on_failure(ops, error)
+        except Exception:
+            logger.exception("inspect-mlflow: on_failure callback raised")
+
+    def _reject(self, rejection: Rejection) -> None:
+        self._count(rejected=1)
+        try:
+            self._on_rejected(rejection.run, rejection.key, rejection.reason)
+        except Exception:
+            logger.exception("inspect-mlflow: on_rejected callback raised")
+
+    def _keep_failed(self, ops: list[Operation], error: BaseException) -> None:
+        kind = _kind(error)
+        with self._lock:
+            self._failed.extend(ops)
+            first = kind not in self._warned
+            self._warned.add(kind)
+        if first:
+            logger.warning(
+                "inspect-mlflow: %d write operation(s) not delivered (%s): %s",
+                len(ops),
+                kind,
+                error,
+            )
+
+    def _keep_rejected(self, run: str, key: str, reason: str) -> None:
+        with self._lock:
+            self._rejected.append(Rejection(run, key, reason))
+            first = f"rejected:{key}" not in self._warned
+            self._warned.add(f"rejected:{key}")
+        if first:
+            logger.warning("inspect-mlflow: %r on run %s was rejected: %s", key, run, reason)
