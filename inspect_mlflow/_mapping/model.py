@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from inspect_mlflow._runtime.keys import to_text
+
 LIFECYCLE_POINTS: tuple[str, ...] = (
     "eval_set_start",
     "eval_set_end",
@@ -104,6 +106,30 @@ class KeyTemplate:
 Entries = tuple[tuple[KeyTemplate, Expr], ...]
 """Ordered (key template, value expression) pairs of a params/tags/metrics/row map."""
 
+
+@dataclass(frozen=True, slots=True)
+class ObjectExpr:
+    """A map key -> expression that evaluates to one object (``record``/``value`` maps).
+
+    It has the same ``text``/``search`` shape as :class:`Expr`, so the engine treats a
+    ``record`` or ``value`` alike whichever form the mapping used. A key whose
+    placeholder is null is left out; a null value stays in the object.
+    """
+
+    text: str
+    entries: tuple[tuple[KeyTemplate, Expr], ...]
+    where: Where
+
+    def search(self, doc: Any) -> Any:
+        """Evaluate every entry against ``doc``; JMESPath errors propagate."""
+        out: dict[str, Any] = {}
+        for key, value in self.entries:
+            name = key.render(doc, to_text)
+            if name is not None:
+                out[name] = value.search(doc)
+        return out
+
+
 Loops = tuple[tuple[str, Expr], ...]
 """Ordered (name, list expression) pairs of a ``for_each``."""
 
@@ -190,9 +216,9 @@ class Rule:
     table: KeyTemplate | None = None
     row: Entries = ()
     records: KeyTemplate | None = None
-    record: Expr | None = None
+    record: Expr | ObjectExpr | None = None
     artifact: KeyTemplate | None = None
-    value: Expr | None = None
+    value: Expr | ObjectExpr | None = None
     trace: TraceSpec | None = None
 
 

@@ -90,6 +90,8 @@ class LoadedYaml:
     key_marks: dict[DataPath, int] = field(default_factory=dict, repr=False)
     """Character offset of the key whose value is at that data path."""
     scalars: dict[DataPath, _ScalarSpan] = field(default_factory=dict, repr=False)
+    key_scalars: dict[DataPath, _ScalarSpan] = field(default_factory=dict, repr=False)
+    """Source of each key (by the path of its value), to place a position inside a key."""
     _line_starts: list[int] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -121,16 +123,19 @@ class LoadedYaml:
             path = path[:-1]
         return self.position(self.value_marks.get(path, 0))
 
-    def locate_in_scalar(self, path: DataPath, offset: int) -> tuple[int, int]:
+    def locate_in_scalar(
+        self, path: DataPath, offset: int, *, key: bool = False
+    ) -> tuple[int, int]:
         """1-based (line, column) of character ``offset`` of the string at ``path``.
 
         Exact for plain and quoted scalars on one line (escapes included); for block
         (``|``, ``>-``) and multi-line scalars the characters are aligned with the source
-        as well as whitespace folding allows, falling back to the scalar's start.
+        as well as whitespace folding allows, falling back to the scalar's start. With
+        ``key=True`` the offset is inside the key of ``path`` instead of its value.
         """
-        span = self.scalars.get(tuple(path))
+        span = (self.key_scalars if key else self.scalars).get(tuple(path))
         if span is None:
-            return self.locate(path)
+            return self.locate(path, key=key)
         source = self.text[span.start : span.end]
         index = _source_index(source, span.style, offset)
         if index is None:
@@ -148,7 +153,7 @@ class LoadedYaml:
     ) -> MappingError:
         """A :class:`MappingError` placed at ``path`` (its key, or a character inside it)."""
         if offset is not None:
-            line, col = self.locate_in_scalar(path, offset)
+            line, col = self.locate_in_scalar(path, offset, key=key)
         else:
             line, col = self.locate(path, key=key)
         return MappingError(self.file, line, col, json_path(path), message, hint)
@@ -217,6 +222,7 @@ class _Builder:
         self.value_marks: dict[DataPath, int] = {}
         self.key_marks: dict[DataPath, int] = {}
         self.scalars: dict[DataPath, _ScalarSpan] = {}
+        self.key_scalars: dict[DataPath, _ScalarSpan] = {}
         self.errors: list[MappingError] = []
         self.count = 0
         self._active: set[int] = set()
@@ -327,6 +333,9 @@ class _Builder:
                 continue
             first_seen[key] = key_node.start_mark
             self.key_marks[child] = key_node.start_mark.index
+            self.key_scalars[child] = _ScalarSpan(
+                key_node.start_mark.index, key_node.end_mark.index, key_node.style, key
+            )
             out[key] = self.build(value_node, child)
         return out
 
@@ -413,6 +422,7 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
     loaded.value_marks = builder.value_marks
     loaded.key_marks = builder.key_marks
     loaded.scalars = builder.scalars
+    loaded.key_scalars = builder.key_scalars
     return loaded
 
 
