@@ -7,7 +7,8 @@ instead of surfacing mid-evaluation:
 
 - expressions (:func:`expression_problems`): unknown functions, wrong argument counts,
   ``format`` templates whose ``{}`` count does not match, references to undeclared
-  ``counter.<name>`` / ``series.<name>``;
+  ``counter.<name>`` / ``series.<name>``, and ``!a.b`` (JMESPath reads it as ``(!a).b``,
+  always null);
 - the mapping as a whole (:func:`structure_problems`): run kinds missing required keys
   after layering, unknown ``run``/``parent`` kinds, parent cycles, undeclared counters and
   series in ``count``/``collect``, duplicate rule ids, ``for_each`` names hiding the
@@ -107,7 +108,7 @@ def format_placeholders(template: str) -> int:
 def _tokens(text: str) -> list[dict[str, Any]]:
     try:
         return list(lexer.Lexer().tokenize(text))
-    except Exception:  # noqa: BLE001 - positions are a nicety; never fail a check on them
+    except Exception:  # positions are a nicety; never fail a check on them
         return []
 
 
@@ -131,6 +132,14 @@ def _reference_offset(tokens: list[dict[str, Any]], root: str, name: str) -> int
             and second["value"] == name
         ):
             return second["start"]
+    return None
+
+
+def _not_offset(tokens: list[dict[str, Any]]) -> int | None:
+    """Offset of the first ``!`` directly followed by ``name.``."""
+    for i in range(len(tokens) - 2):
+        if tokens[i]["type"] == "not" and tokens[i + 2]["type"] == "dot":
+            return tokens[i]["start"]
     return None
 
 
@@ -225,6 +234,17 @@ def expression_problems(
                                 offset,
                             )
                         )
+        elif (
+            kind == "subexpression"
+            and (node.get("children") or [{}])[0].get("type") == "not_expression"
+        ):
+            problems.append(
+                Problem(
+                    "`!a.b` reads as `(!a).b`, which is always null",
+                    "write `!(a.b)`",
+                    _not_offset(tokens),
+                )
+            )
         elif at_root:
             reference = _declared_reference(node)
             if reference is None:

@@ -1,0 +1,163 @@
+"""The ``inspect-mlflow`` command line.
+
+Each subcommand lives in a ``register_<name>(subparsers)`` function that adds its parser
+and sets ``handler`` (``(args) -> exit code``) as a default, so a new command is one
+function plus one line in :data:`COMMANDS`. :func:`main` never lets a traceback reach the
+user: an unexpected failure prints one line and exits 2.
+
+Exit codes: 0 success, 1 the input is invalid (for ``check``: the mapping has problems),
+2 the command itself failed (bad usage, unexpected error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "build_parser", "main", "register_check"]
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_ERROR = 2
+
+
+def _effective_yaml(effective: Any) -> str:
+    """The merged mapping as YAML, keys in mapping order, long strings kept on one line."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    return yaml.dump(
+        effective,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=10_000,
+    )
+
+
+def _summary(compiled: Any) -> str:
+    """One line: run kinds and how many rules each lifecycle point has."""
+    rules = compiled.rules
+    total = sum(len(point_rules) for point_rules in rules.values())
+    per_point = ", ".join(f"{point} {len(point_rules)}" for point, point_rules in rules.items())
+    kinds = ", ".join(compiled.runs)
+    return f"{total} rules ({per_point or 'none'}); run kinds: {kinds}"
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from inspect_mlflow._mapping import MappingInvalid, load_mapping, resolve_mapping_path
+
+    targets: list[Path | None] = list(args.files) or [None]
+    status = EXIT_OK
+    for target in targets:
+        shown = str(target) if target is not None else str(resolve_mapping_path(None))
+        try:
+            compiled = load_mapping(target)
+        except MappingInvalid as invalid:
+            for error in invalid.errors:
+                print(error)
+            count = len(invalid.errors)
+            print(f"{shown}: INVALID, {count} problem{'s' if count != 1 else ''}")
+            status = EXIT_INVALID
+            continue
+        if args.print_effective:
+            if len(targets) > 1:
+                print(f"# {shown}")
+            sys.stdout.write(_effective_yaml(compiled.effective))
+        label = " + ".join(compiled.files) if len(compiled.files) > 1 else shown
+        # Keep stdout pure YAML when it carries the effective mapping.
+        out = sys.stderr if args.print_effective else sys.stdout
+        print(f"{label}: OK, {_summary(compiled)}", file=out)
+    return status
+
+
+def register_check(subparsers: Any) -> None:
+    """Add ``inspect-mlflow check``."""
+    parser = subparsers.add_parser(
+        "check",
+        help="validate mapping files",
+        description=(
+            "Validate mapping files: strict YAML, the mapping schema, layering (extends/"
+            "remove) and every JMESPath expression (syntax, function names, argument "
+            "counts, declared counters, series and run kinds, MLflow-safe fixed keys). "
+            "Every problem is printed as FILE:LINE:COL: json.path: message (hint: ...). "
+            "With no FILE, checks the mapping the hook would use: $INSPECT_MLFLOW_MAPPING "
+            "when set, else the built-in default."
+        ),
+        epilog="Exit status: 0 all valid, 1 a mapping is invalid, 2 the check itself failed.",
+    )
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="mapping YAML file(s) to check (default: the effective mapping)",
+    )
+    parser.add_argument(
+        "--print-effective",
+        action="store_true",
+        help="print the merged mapping (after extends/remove) as YAML on stdout",
+    )
+    parser.set_defaults(handler=_run_check)
+
+
+COMMANDS: list[Callable[[Any], None]] = [register_check]
+"""Every ``register_<name>`` function; the order is the order in ``--help``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    from inspect_mlflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="inspect-mlflow",
+        description=(
+            "Tools for inspect-mlflow, which logs Inspect AI evaluations to MLflow "
+            "through a declarative YAML + JMESPath mapping."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it).
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        print("inspect-mlflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the promise: one line, never a traceback
+        print(f"inspect-mlflow {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
