@@ -69,6 +69,8 @@ _SHALLOW_FUNCTIONS = frozenset(
         "sort_by",
         "max_by",
         "min_by",
+        "index_by",
+        "get",
     }
 )
 """Functions that never look inside the elements of their arguments.
@@ -440,6 +442,42 @@ class MappingFunctions(Functions):
                 raise FunctionValueError("sum_known", f"not a number: {value!r}")
             total = value if total is None else total + value
         return total
+
+
+    @signature({"types": ["array", "null"]}, {"types": ["expref"]})
+    def _func_index_by(self, values: list[Any] | None, expref: Any) -> dict[str, Any]:
+        """An object from the elements, keyed by the text of ``&expr`` on each of them.
+
+        Joins two lists where JMESPath cannot (it has no lexical scope): index one list,
+        then look elements up with ``get``. Elements whose key is null are left out; a
+        later element wins over an earlier one with the same key; null gives ``{}``.
+
+        >>> ends = [{"id": "a", "t": 2}, {"id": "b", "t": 5}]
+        >>> jmespath.search("index_by(@, &id)", ends, OPTIONS)
+        {'a': {'id': 'a', 't': 2}, 'b': {'id': 'b', 't': 5}}
+        """
+        out: dict[str, Any] = {}
+        for value in values or ():
+            key = expref.visit(expref.expression, value)
+            if key is not None:
+                out[to_text(key)] = value
+        return out
+
+    @signature({"types": ["object", "null"]}, {"types": []})
+    def _func_get(self, obj: dict[str, Any] | None, key: Any) -> Any:
+        """The value of ``obj`` under a key computed at run time (its text); null if absent.
+
+        JMESPath field access takes only literal names; this takes any expression.
+
+        >>> doc = {"ends": {"a": {"t": 2}}, "span": {"id": "a"}}
+        >>> jmespath.search("get(ends, span.id).t", doc, OPTIONS)
+        2
+        >>> print(jmespath.search("get(ends, 'zz')", doc, OPTIONS))
+        None
+        """
+        if obj is None or key is None:
+            return None
+        return obj.get(to_text(key))
 
 
 @dataclass(frozen=True, slots=True)
