@@ -6,6 +6,8 @@ import doctest
 
 import jmespath
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jmespath import exceptions
 
 from inspect_mlflow._mapping import functions
@@ -342,3 +344,13 @@ def test_nested_views_materialised_only_when_looked_into() -> None:
     assert search("json(events)", doc) == '[{"event":"model","n":1},{"event":"tool","n":2}]'
     assert FakeView.materialized == 2
     assert search("merge(events[0], events[1])", doc) == {"event": "tool", "n": 2}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_safe_key_always_valid_and_idempotent(text: str) -> None:
+    key = safe_key(text)
+    assert is_valid_key(key)
+    assert safe_key(key) == key
+    if is_valid_key(text) and ".." not in text:
+        assert key == text
