@@ -42,7 +42,7 @@ def is_valid_key(text: str) -> bool:
         True when the key has only allowed characters, is 1..250 characters long and
         does not resolve to another path.
 
-    >>> is_valid_key("sample/total_time"), is_valid_key("a//b"), is_valid_key("/a")
+    >>> is_valid_key("sample/accuracy"), is_valid_key("a//b"), is_valid_key("/a")
     (True, False, False)
     """
     if not isinstance(text, str) or not text or len(text) > MAX_KEY_LENGTH:
