@@ -103,7 +103,7 @@ def test_print_effective_is_yaml_that_round_trips(capsys: pytest.CaptureFixture[
     example = REPO / "mappings" / "examples" / "custom-metric.yaml"
     assert main(["check", "--print-effective", str(example)]) == 0
     captured = capsys.readouterr()
-    assert "OK" in captured.err and "OK" not in captured.out
+    assert ": OK, " in captured.err and ": OK, " not in captured.out
     again = load_mapping_text(captured.out, "effective.yaml")
     original = load_mapping(example)
     assert again.effective == original.effective
