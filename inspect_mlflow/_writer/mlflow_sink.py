@@ -1,0 +1,720 @@
+"""The sink that delivers write operations to MLflow.
+
+This module and ``traces.py`` are the only ones that import ``mlflow``. Everything goes
+through one explicit :class:`mlflow.MlflowClient` built from the tracking URI; nothing
+here reads or changes MLflow's process-wide state (active run, tracking URI, experiment).
+
+A batch is planned before it is sent, so that each MLflow request carries as much as it
+may while order still holds where it matters:
+
+- ``OpenRun`` creates the run (once per logical key) with its name, parent and tags in
+  one request;
+- ``SetTags``/``LogParams``/``LogMetrics`` of one run are merged across the batch, up to
+  the next ``OpenRun``/``CloseRun`` of that run, and sent as ``log_batch`` requests
+  within MLflow's limits;
+- ``AppendRows`` only accumulates rows in memory; ``CloseRun`` writes each accumulated
+  table or record list as one JSON artifact, registers the tables in the run's
+  ``mlflow.loggedArtifacts`` tag (as ``log_table`` does, so the UI shows them as
+  tables) and then terminates the run;
+- ``LogTrace`` goes to the trace sender, after the runs it refers to exist.
+
+Threading: one instance is driven by one thread (the writer's); it keeps per-run state
+(logical key -> MLflow run id, accumulated rows) without locks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from typing import Any
+
+import requests
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+
+from inspect_mlflow._runtime.operations import (
+    AppendRows,
+    CloseRun,
+    LogArtifact,
+    LogMetrics,
+    LogParams,
+    LogTrace,
+    OpenRun,
+    Operation,
+    SetTags,
+)
+from inspect_mlflow._writer.sink import Rejection, SinkError
+
+logger = logging.getLogger(__name__)
+
+RUN_KEY_TAG = "inspect_mlflow.run_key"
+"""Tag holding a run's logical key, so a replay finds the run instead of duplicating it."""
+
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+
+MAX_METRICS_PER_REQUEST = 1000
+MAX_PARAMS_PER_REQUEST = 100
+MAX_TAGS_PER_REQUEST = 100
+MAX_ENTITIES_PER_REQUEST = 1000
+MAX_REQUEST_CHARS = 900_000
+"""MLflow refuses ``log_batch`` bodies over 1,000,000 characters; keep room for the
+envelope (run id, field names, JSON punctuation) that the estimate below leaves out."""
+
+_ENTRY_OVERHEAD = 64
+"""Estimated JSON characters of one entry besides its key and value."""
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "INTERNAL_ERROR",
+        "TEMPORARILY_UNAVAILABLE",
+        "REQUEST_LIMIT_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "DEADLINE_EXCEEDED",
+    }
+)
+"""MLflow error codes worth retrying (HTTP 5xx and 429, connection failures)."""
+
+_RUN_LEVEL_CODES = frozenset(
+    {"RESOURCE_DOES_NOT_EXIST", "PERMISSION_DENIED", "UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"}
+)
+"""Error codes that concern the whole run or the caller, not one value of a batch."""
+
+_TRACES_MODULE = "inspect_mlflow._writer.traces"
+
+_TRACE_OPTION_NAMES = {"max_spans": "max_spans_per_trace", "max_text": "max_attribute_chars"}
+"""Short option names (as the settings spell them) -> ``TraceSender`` keyword names."""
+
+
+def classify(error: BaseException) -> tuple[bool, str]:
+    """Say whether an error from an MLflow call is transient, and name its kind.
+
+    Connection failures and timeouts reach us as :class:`MlflowException` with the
+    ``requests`` error as cause or context, or as the ``requests`` error itself.
+
+    Returns:
+        ``(transient, kind)``; ``kind`` is an MLflow error code or an exception name.
+    """
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            break
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout)) or isinstance(
+            seen, (ConnectionError, TimeoutError)
+        ):
+            return True, type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(error, MlflowException):
+        # The REST client maps HTTP statuses to these codes (429 -> RESOURCE_EXHAUSTED,
+        # 503 -> TEMPORARILY_UNAVAILABLE, 504 -> DEADLINE_EXCEEDED, other 5xx and 408 ->
+        # INTERNAL_ERROR), so the code alone decides.
+        code = str(error.error_code)
+        return code in _TRANSIENT_CODES, code
+    kind = getattr(error, "kind", None)
+    return False, kind if isinstance(kind, str) else type(error).__name__
+
+
+def _reason(error: BaseException) -> str:
+    text = error.message if isinstance(error, MlflowException) else str(error)
+    return str(text)[:500]
+
+
+def _is_run_level(error: BaseException) -> bool:
+    if not isinstance(error, MlflowException):
+        return False
+    return error.error_code in _RUN_LEVEL_CODES or "must be in the 'active' state" in str(
+        error.message
+    )
+
+
+def _dumps(content: Any) -> str:
+    """JSON text that browsers can parse: non-finite floats become null."""
+    try:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(content), ensure_ascii=False, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def table_json(rows: Sequence[Mapping[str, Any]]) -> str:
+    """MLflow's table format: the union of row keys (first-seen order) and one list per row.
+
+    This is what ``MlflowClient.log_table`` writes for a JSON file (pandas ``split``
+    orient without index); a missing cell is null and a nested object stays an object.
+    """
+    columns: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, None)
+    names = list(columns)
+    return _dumps({"columns": names, "data": [[row.get(c) for c in names] for row in rows]})
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One metric, param or tag of a ``log_batch`` request, with its estimated size."""
+
+    key: str
+    entity: Metric | Param | RunTag
+    size: int
+
+
+@dataclass(slots=True)
+class _Step:
+    """A unit of the plan: indices of the batch's operations it delivers, in order."""
+
+    kind: str
+    run: str | None
+    indices: list[int] = field(default_factory=list)
+
+
+class _StepFailed(Exception):
+    """A step did not (entirely) land.
+
+    ``failed`` are indices of operations refused for good (None: the whole step);
+    ``pending`` are indices to send again after the transient ``error``.
+    """
+
+    def __init__(
+        self,
+        error: BaseException,
+        failed: Iterable[int] | None = None,
+        pending: Iterable[int] = (),
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.failed = None if failed is None else set(failed)
+        self.pending = set(pending)
+
+
+class Refused(Exception):
+    """A permanent problem the sink finds itself, before asking MLflow."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def plan(ops: Sequence[Operation]) -> list[_Step]:
+    """Group a batch into steps, merging a run's tags, params and metrics.
+
+    A run's data operations join the first data step of that run in the batch until an
+    ``OpenRun`` or ``CloseRun`` of the same run; traces join one step until any run
+    opens or closes. Everything else is its own step, in batch order.
+    """
+    steps: list[_Step] = []
+    data: dict[str, _Step] = {}
+    traces: _Step | None = None
+    for index, op in enumerate(ops):
+        if isinstance(op, (SetTags, LogParams, LogMetrics)):
+            step = data.get(op.run)
+            if step is None:
+                step = data[op.run] = _Step("data", op.run)
+                steps.append(step)
+            step.indices.append(index)
+        elif isinstance(op, LogTrace):
+            if traces is None:
+                traces = _Step("trace", None)
+                steps.append(traces)
+            traces.indices.append(index)
+        else:
+            if isinstance(op, (OpenRun, CloseRun)):
+                data.pop(op.run, None)
+                traces = None
+            steps.append(_Step(type(op).__name__, op.run, [index]))
+    return steps
+
+
+class MlflowSink:
+    """Delivers operations to one MLflow experiment through an explicit client.
+
+    Network work happens only in :meth:`send` (on the writer thread); building the sink
+    does none, so it is safe to create on the event loop.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        *,
+        resume: bool = False,
+        artifact_location: str | None = None,
+        trace_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Configure the sink; the client and experiment are resolved on first send.
+
+        Args:
+            tracking_uri: Tracking URI for the client (``http://...``, ``sqlite:///...``).
+            experiment_name: Experiment to log to; created if missing (a concurrent
+                creation by another process is fine).
+            resume: Look up each run by its logical key before creating it (for spool
+                replay); the live path leaves this off to spend one request per run.
+            artifact_location: Artifact root for the experiment, used only when this
+                sink creates it.
+            trace_options: Keyword arguments for the trace sender.
+        """
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.resume = resume
+        self.artifact_location = artifact_location
+        self.trace_options = dict(trace_options or {})
+        self.calls: Counter[str] = Counter()
+        """MLflow client calls made, by method name (for tests and diagnostics)."""
+        self._client_obj: MlflowClient | None = None
+        self._experiment_id: str | None = None
+        self._run_ids: dict[str, str] = {}
+        self._closed: set[str] = set()
+        self._tables: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
+        self._logged_tables: dict[str, list[dict[str, str]]] = {}
+        self._trace_sender: Any = None
+        self._traces_unavailable = False
+
+    # -- public ----------------------------------------------------------------------
+
+    @property
+    def experiment_id(self) -> str | None:
+        """The experiment id once resolved by the first send."""
+        return self._experiment_id
+
+    def run_id(self, run: str) -> str | None:
+        """The MLflow run id of a logical run key, if this sink created or found it."""
+        return self._run_ids.get(run)
+
+    def send(self, ops: Sequence[Operation]) -> None:
+        """Deliver a batch in order (see the module docstring for how it is grouped).
+
+        Raises:
+            SinkError: Part of the batch did not land; ``pending`` is what to retry after
+                a transient error, ``failed`` and ``rejected`` what cannot land.
+        """
+        ops = list(ops)
+        if not ops:
+            return
+        try:
+            self._ensure_experiment()
+        except Exception as error:
+            transient, kind = classify(error)
+            raise SinkError(
+                f"cannot resolve MLflow experiment {self.experiment_name!r}: {_reason(error)}",
+                transient=transient,
+                kind=kind,
+                pending=ops if transient else (),
+                failed=() if transient else ops,
+            ) from error
+        rejected: list[Rejection] = []
+        failed: set[int] = set()
+        first_error: BaseException | None = None
+        steps = plan(ops)
+        for position, step in enumerate(steps):
+            try:
+                self._run_step(step, ops, rejected)
+                continue
+            except _StepFailed as stop:
+                failed.update(step.indices if stop.failed is None else stop.failed)
+                if not stop.pending:
+                    first_error = first_error or stop.error
+                    continue
+                error, retry = stop.error, stop.pending
+            except Exception as caught:
+                if not classify(caught)[0]:
+                    failed.update(step.indices)
+                    first_error = first_error or caught
+                    continue
+                error, retry = caught, set(step.indices)
+            later = {i for step_ in steps[position + 1 :] for i in step_.indices}
+            kind = classify(error)[1]
+            raise SinkError(
+                f"MLflow call failed ({kind}): {_reason(error)}",
+                transient=True,
+                kind=kind,
+                pending=[ops[i] for i in sorted((retry | later) - failed)],
+                failed=[ops[i] for i in sorted(failed)],
+                rejected=rejected,
+            ) from error
+        if failed or rejected:
+            kind = classify(first_error)[1] if first_error else "rejected"
+            message = _reason(first_error) if first_error else f"{len(rejected)} value(s) refused"
+            raise SinkError(
+                f"MLflow refused part of a batch ({kind}): {message}",
+                transient=False,
+                kind=kind,
+                failed=[ops[i] for i in sorted(failed)],
+                rejected=rejected,
+            ) from first_error
+
+    def close(self) -> None:
+        """Forget per-run state; rows of runs never closed are dropped with a warning."""
+        unclosed = [run for run, tables in self._tables.items() if tables]
+        if unclosed:
+            logger.warning(
+                "inspect-mlflow: runs closed the sink with unwritten tables: %s", unclosed
+            )
+        close = getattr(self._trace_sender, "close", None)
+        if callable(close):
+            close()
+        self._tables.clear()
+
+    # -- setup -----------------------------------------------------------------------
+
+    @property
+    def _client(self) -> MlflowClient:
+        if self._client_obj is None:
+            self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client_obj
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls[name] += 1
+        return getattr(self._client, name)(*args, **kwargs)
+
+    def _ensure_experiment(self) -> str:
+        if self._experiment_id is not None:
+            return self._experiment_id
+        experiment = self._call("get_experiment_by_name", self.experiment_name)
+        if experiment is None:
+            try:
+                experiment_id = self._call(
+                    "create_experiment",
+                    self.experiment_name,
+                    artifact_location=self.artifact_location,
+                )
+            except MlflowException as error:
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = self._call("get_experiment_by_name", self.experiment_name)
+                if experiment is None:
+                    raise
+                experiment_id = experiment.experiment_id
+        elif experiment.lifecycle_stage != "active":
+            raise Refused(
+                f"experiment {self.experiment_name!r} is deleted; restore it or log to "
+                "another experiment",
+                "experiment_deleted",
+            )
+        else:
+            experiment_id = experiment.experiment_id
+        self._experiment_id = str(experiment_id)
+        return self._experiment_id
+
+    def _require_run(self, run: str) -> str:
+        run_id = self._run_ids.get(run)
+        if run_id is None:
+            raise _StepFailed(
+                Refused(f"run {run!r} was never created (its OpenRun failed)", "unknown_run")
+            )
+        return run_id
+
+    # -- steps -----------------------------------------------------------------------
+
+    def _run_step(self, step: _Step, ops: list[Operation], rejected: list[Rejection]) -> None:
+        """Run one step; raises :class:`_StepFailed` or the MLflow error if it did not land."""
+        if step.kind == "data":
+            assert step.run is not None
+            run_id = self._require_run(step.run)
+            group = [ops[i] for i in step.indices]
+            self._log_data(step.run, run_id, group, rejected)  # type: ignore[arg-type]
+            return
+        if step.kind == "trace":
+            self._log_traces(step, ops)
+            return
+        op = ops[step.indices[0]]
+        if isinstance(op, OpenRun):
+            self._open_run(op, rejected)
+        elif isinstance(op, AppendRows):
+            if op.run in self._closed:
+                raise _StepFailed(
+                    Refused(
+                        f"rows for {op.path!r} arrived after run {op.run!r} was closed",
+                        "run_closed",
+                    )
+                )
+            tables = self._tables.setdefault(op.run, {})
+            tables.setdefault((op.path, op.format), []).extend(op.rows)
+        elif isinstance(op, LogArtifact):
+            run_id = self._require_run(op.run)
+            try:
+                text = _dumps(op.content)
+            except (TypeError, ValueError) as error:
+                rejected.append(Rejection(op.run, op.path, f"not JSON: {error}"))
+            else:
+                self._call("log_text", run_id, text, op.path)
+        elif isinstance(op, CloseRun):
+            self._close_run(op, rejected)
+
+    def _open_run(self, op: OpenRun, rejected: list[Rejection]) -> None:
+        if op.run in self._run_ids:
+            return
+        if self.resume and self._find_run(op.run):
+            return
+        tags = {str(k): str(v) for k, v in op.tags.items()}
+        essential: dict[str, str] = {RUN_KEY_TAG: op.run}
+        if op.name:
+            essential[RUN_NAME_TAG] = op.name
+        if op.parent is not None:
+            parent_id = self._run_ids.get(op.parent)
+            if parent_id is None:
+                rejected.append(
+                    Rejection(op.run, PARENT_RUN_TAG, f"parent run {op.parent!r} was never created")
+                )
+            else:
+                essential[PARENT_RUN_TAG] = parent_id
+        start = op.start_time_ms or None
+        try:
+            run = self._call(
+                "create_run",
+                self._experiment_id,
+                start_time=start,
+                tags={**tags, **essential},
+                run_name=op.name,
+            )
+        except MlflowException as error:
+            if classify(error)[0] or not tags or _is_run_level(error):
+                raise
+            # A user tag was refused: create the run without them, then send them one
+            # by one so that only the bad ones are lost.
+            run = self._call(
+                "create_run",
+                self._experiment_id,
+                start_time=start,
+                tags=essential,
+                run_name=op.name,
+            )
+            self._run_ids[op.run] = run.info.run_id
+            self._log_data(op.run, run.info.run_id, [SetTags(op.run, tags)], rejected)
+            return
+        self._run_ids[op.run] = run.info.run_id
+
+    def _find_run(self, run: str) -> bool:
+        """Adopt an existing run tagged with this logical key (replay); True if found."""
+        if "'" in run or "\\" in run:
+            return False  # not expressible in a filter string; create a new run instead
+        found = self._call(
+            "search_runs",
+            [self._experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run}'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1,
+        )
+        if not found:
+            return False
+        existing = found[0]
+        self._run_ids[run] = existing.info.run_id
+        try:
+            logged = json.loads(existing.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+        except ValueError:
+            logged = []
+        if isinstance(logged, list):
+            self._logged_tables[run] = [e for e in logged if isinstance(e, dict)]
+        return True
+
+    def _close_run(self, op: CloseRun, rejected: list[Rejection]) -> None:
+        run_id = self._require_run(op.run)
+        tables = self._tables.get(op.run, {})
+        logged = list(self._logged_tables.get(op.run, []))
+        for (path, fmt), rows in tables.items():
+            try:
+                text = table_json(rows) if fmt == "table" else _dumps(rows)
+            except (TypeError, ValueError) as error:
+                rejected.append(Rejection(op.run, path, f"not JSON: {error}"))
+                continue
+            self._call("log_text", run_id, text, path)
+            entry = {"path": path, "type": "table"}
+            if fmt == "table" and entry not in logged:
+                logged.append(entry)
+        if logged != self._logged_tables.get(op.run, []):
+            self._call("set_tag", run_id, LOGGED_ARTIFACTS_TAG, json.dumps(logged))
+            self._logged_tables[op.run] = logged
+        self._call("set_terminated", run_id, status=op.status, end_time=op.end_time_ms or None)
+        self._tables.pop(op.run, None)
+        self._closed.add(op.run)
+
+    # -- tags, params, metrics -------------------------------------------------------
+
+    def _log_data(
+        self,
+        run: str,
+        run_id: str,
+        group: Sequence[SetTags | LogParams | LogMetrics],
+        rejected: list[Rejection],
+    ) -> None:
+        params: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        metrics: list[_Entry] = []
+        for op in group:
+            if isinstance(op, SetTags):
+                tags.update({str(k): str(v) for k, v in op.tags.items()})
+            elif isinstance(op, LogParams):
+                for key, value in op.params.items():
+                    value = str(value)
+                    if key in params and params[key] != value:
+                        rejected.append(
+                            Rejection(
+                                run, key, "param logged twice with different values in one batch"
+                            )
+                        )
+                        continue
+                    params[key] = value
+            else:
+                for m in op.metrics:
+                    try:
+                        value = float(m.value)
+                    except (TypeError, ValueError):
+                        rejected.append(Rejection(run, m.key, f"not a number: {m.value!r}"))
+                        continue
+                    metric = Metric(m.key, value, int(m.timestamp_ms), int(m.step))
+                    metrics.append(_Entry(m.key, metric, len(m.key) + 32 + _ENTRY_OVERHEAD))
+        param_entries = [_entry(k, Param(k, v)) for k, v in params.items()]
+        tag_entries = [_entry(k, RunTag(k, v)) for k, v in tags.items()]
+        for request in _pack(param_entries, tag_entries, metrics):
+            self._log_isolated(run, run_id, request, rejected)
+
+    def _log_isolated(
+        self, run: str, run_id: str, entries: list[_Entry], rejected: list[Rejection]
+    ) -> None:
+        """Send one request; if MLflow refuses it, bisect until the bad values are found."""
+        try:
+            self._call(
+                "log_batch",
+                run_id,
+                metrics=[e.entity for e in entries if isinstance(e.entity, Metric)],
+                params=[e.entity for e in entries if isinstance(e.entity, Param)],
+                tags=[e.entity for e in entries if isinstance(e.entity, RunTag)],
+                synchronous=True,
+            )
+        except Exception as error:
+            if classify(error)[0]:
+                raise
+            if _is_run_level(error):
+                raise _StepFailed(error) from error
+            if len(entries) == 1:
+                rejected.append(Rejection(run, entries[0].key, _reason(error)))
+                return
+            middle = len(entries) // 2
+            self._log_isolated(run, run_id, entries[:middle], rejected)
+            self._log_isolated(run, run_id, entries[middle:], rejected)
+
+    # -- traces ----------------------------------------------------------------------
+
+    def _log_traces(self, step: _Step, ops: list[Operation]) -> None:
+        """Hand the step's traces (with their run ids) to the trace sender.
+
+        The sender reports the traces that did not land (``failed`` items) and whether
+        that was transient; only those are retried or failed, the rest landed.
+        """
+        sender = self._traces()
+        if sender is None:
+            self.calls["traces_skipped"] += len(step.indices)
+            return
+        items: list[tuple[LogTrace, str]] = []
+        missing: set[int] = set()
+        where: dict[int, int] = {}
+        for index in step.indices:
+            op = ops[index]
+            assert isinstance(op, LogTrace)
+            run_id = self._run_ids.get(op.run)
+            if run_id is None:
+                missing.add(index)
+            else:
+                items.append((op, run_id))
+                where[id(op)] = index
+        unknown = Refused("traces name a run that was never created", "unknown_run")
+        if items:
+            self.calls["traces"] += len(items)
+            try:
+                sender.send(items)
+            except Exception as error:
+                failed_items = getattr(error, "failed", None)
+                if failed_items is None:
+                    raise  # nothing known to have landed: the whole step
+                bad = {where[id(op)] for op, _ in failed_items if id(op) in where}
+                if getattr(error, "transient", False) is True:
+                    raise _StepFailed(error, failed=missing, pending=bad) from error
+                raise _StepFailed(error, failed=missing | bad) from error
+        if missing:
+            raise _StepFailed(unknown, failed=missing)
+
+    def _traces(self) -> Any:
+        if self._trace_sender is None and not self._traces_unavailable:
+            try:
+                from inspect_mlflow._writer.traces import TraceSender
+            except ModuleNotFoundError as error:
+                if error.name != _TRACES_MODULE:
+                    raise
+                self._traces_unavailable = True
+                logger.warning("inspect-mlflow: trace support is not installed; traces skipped")
+                return None
+            assert self._experiment_id is not None
+            options = {_TRACE_OPTION_NAMES.get(k, k): v for k, v in self.trace_options.items()}
+            self._trace_sender = TraceSender(self.tracking_uri, self._experiment_id, **options)
+        return self._trace_sender
+
+
+def _entry(key: str, entity: Param | RunTag) -> _Entry:
+    return _Entry(
+        key, entity, len(json.dumps(key)) + len(json.dumps(entity.value)) + _ENTRY_OVERHEAD
+    )
+
+
+def _chunks(entries: list[_Entry], limit: int) -> Iterator[list[_Entry]]:
+    chunk: list[_Entry] = []
+    size = 0
+    for entry in entries:
+        if chunk and (len(chunk) >= limit or size + entry.size > MAX_REQUEST_CHARS):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += entry.size
+    if chunk:
+        yield chunk
+
+
+def _pack(params: list[_Entry], tags: list[_Entry], metrics: list[_Entry]) -> list[list[_Entry]]:
+    """Split entries into ``log_batch`` requests within MLflow's per-request limits.
+
+    Params and tags are paired chunk by chunk (as MLflow's own client does), and metrics
+    fill the room left in those requests before new ones are started.
+    """
+    requests_: list[list[_Entry]] = []
+    sizes: list[int] = []
+    for p, t in zip_longest(
+        _chunks(params, MAX_PARAMS_PER_REQUEST), _chunks(tags, MAX_TAGS_PER_REQUEST), fillvalue=[]
+    ):
+        p_size, t_size = sum(e.size for e in p), sum(e.size for e in t)
+        if p_size + t_size > MAX_REQUEST_CHARS:
+            requests_ += [p, t]
+            sizes += [p_size, t_size]
+        else:
+            requests_.append(p + t)
+            sizes.append(p_size + t_size)
+    counts = [0] * len(requests_)
+    slot = 0
+    for metric in metrics:
+        while slot < len(requests_) and (
+            counts[slot] >= MAX_METRICS_PER_REQUEST
+            or len(requests_[slot]) >= MAX_ENTITIES_PER_REQUEST
+            or sizes[slot] + metric.size > MAX_REQUEST_CHARS
+        ):
+            slot += 1
+        if slot == len(requests_):
+            requests_.append([])
+            sizes.append(0)
+            counts.append(0)
+        requests_[slot].append(metric)
+        sizes[slot] += metric.size
+        counts[slot] += 1
+    return requests_
