@@ -1,0 +1,249 @@
+"""Turning expression results into what MLflow accepts: text, metric numbers, JSON, redaction.
+
+The engine calls these on every value it writes, so each is a small pure function that
+never raises on odd input: a value MLflow cannot take comes back as a :class:`Rejected`
+with a reason the engine counts and reports.
+
+Credentials: a mapping may log a whole object (an eval log header, a config) that holds
+secrets passed as task or model arguments. Any key whose last segment looks like a
+credential has its value replaced by ``***`` wherever it occurs, so a secret never
+reaches the tracking server in clear, whatever the mapping says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from inspect_mlflow._runtime.keys import to_text, truncate_text
+from inspect_mlflow._runtime.views import to_json
+
+__all__ = [
+    "MAX_CELL_CHARS",
+    "MAX_PARAM_CHARS",
+    "MAX_TAG_CHARS",
+    "REDACTED",
+    "Rejected",
+    "is_credential_key",
+    "json_value",
+    "metric_value",
+    "redact",
+    "step_value",
+    "text_value",
+]
+
+REDACTED = "***"
+"""What a credential's value is replaced by."""
+
+MAX_PARAM_CHARS = 6000
+"""MLflow's limit on a param value."""
+
+MAX_TAG_CHARS = 8000
+"""MLflow's limit on a tag value."""
+
+MAX_CELL_CHARS = 4000
+"""Longest string cell kept whole in a table row (longer ones are cut with a marker)."""
+
+_CREDENTIAL_WORDS = (
+    "apikey",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "credential",
+    "credentials",
+    "authorization",
+)
+"""Endings (after dropping ``_``, ``-`` and spaces) of a key naming a credential.
+
+They also cover ``api_key``, ``access_token``, ``auth_token``, ``client_secret``,
+``openai_api_key``, ``hf_token``. Plural ``tokens`` (``max_tokens``, ``total_tokens``)
+is a count, not a credential, and does not match.
+"""
+
+_SEGMENT_SPLIT = re.compile(r"[./:]")
+_SEPARATORS = re.compile(r"[-_ ]")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A value that cannot be written where the mapping put it, and why."""
+
+    reason: str
+
+
+def is_credential_key(key: Any) -> bool:
+    """Tell whether a param/tag key, column or object key names a credential.
+
+    Only the last segment counts (``task_arg.api_key`` is one, ``token_usage/x`` is not).
+
+    Args:
+        key: The key (non-text keys are never credentials).
+
+    Returns:
+        True when the value must be redacted.
+
+    >>> [is_credential_key(k) for k in ("task_arg.api_key", "Token", "max_tokens", "model")]
+    [True, True, False, False]
+    """
+    if not isinstance(key, str) or not key:
+        return False
+    last = _SEGMENT_SPLIT.split(key)[-1]
+    folded = _SEPARATORS.sub("", last).lower()
+    return folded.endswith(_CREDENTIAL_WORDS)
+
+
+def redact(value: Any) -> Any:
+    """Replace the value of every credential-named key, at any depth, by ``***``.
+
+    Null values stay null (nothing to hide). Containers are copied only where something
+    changed, so the common case allocates nothing.
+
+    Args:
+        value: A plain JSON value (not mutated).
+
+    Returns:
+        The value with credentials hidden.
+    """
+    kind = type(value)
+    if kind is dict:
+        out: dict[str, Any] | None = None
+        for key, item in value.items():
+            if item is not None and is_credential_key(key):
+                new: Any = REDACTED
+            else:
+                new = redact(item)
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        return value if out is None else out
+    if kind is list:
+        items = None
+        for index, item in enumerate(value):
+            new = redact(item)
+            if new is not item:
+                if items is None:
+                    items = list(value)
+                items[index] = new
+        return value if items is None else items
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """Non-finite floats (NaN, inf) become null: JSON has no such numbers."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        out = None
+        for key, item in value.items():
+            new = _finite(item)
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        return value if out is None else out
+    if kind is list:
+        items = None
+        for index, item in enumerate(value):
+            new = _finite(item)
+            if new is not item:
+                if items is None:
+                    items = list(value)
+                items[index] = new
+        return value if items is None else items
+    return value
+
+
+def json_value(value: Any) -> Any:
+    """Plain, strict JSON with credentials hidden: for rows, records, artifacts, traces.
+
+    Args:
+        value: An expression result (may hold lazy views).
+
+    Returns:
+        dict/list/str/int/float/bool/None only; NaN and infinities as null.
+    """
+    return redact(_finite(to_json(value)))
+
+
+def text_value(value: Any, limit: int) -> str | None:
+    """A param or tag value as text, or None when there is nothing to write.
+
+    Strings stay as they are; numbers keep their form (``0.2`` is ``"0.2"``, ``5`` is
+    ``"5"``); other JSON values become compact JSON text (credentials inside hidden).
+    Null, ``""``, ``[]`` and ``{}`` give None. Text longer than ``limit`` is cut with a
+    visible marker.
+
+    Args:
+        value: An expression result.
+        limit: MLflow's length limit for this kind of value.
+
+    Returns:
+        The text to write, or None.
+    """
+    plain = json_value(value)
+    if plain is None or plain == "" or plain == [] or plain == {}:
+        return None
+    return truncate_text(to_text(plain), limit)
+
+
+def metric_value(value: Any) -> float | Rejected | None:
+    """A metric value as float: numbers and booleans only; None means "write nothing".
+
+    Args:
+        value: An expression result.
+
+    Returns:
+        The float, None for null, or :class:`Rejected` for text, objects, NaN, infinity.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            return Rejected(f"metric value too large: {value!r}")
+        if not math.isfinite(number):
+            return Rejected(f"metric value is not finite: {value!r}")
+        return number
+    plain = to_json(value)
+    shown = truncate_text(json.dumps(plain, ensure_ascii=False, default=str), 80)
+    return Rejected(f"metric value must be a number or boolean, got {_json_type(plain)} {shown}")
+
+
+def _json_type(value: Any) -> str:
+    """JSON's name for the type of a plain value."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
+
+
+def step_value(value: Any) -> int | Rejected:
+    """A metric step as int; null means the default step 0.
+
+    Args:
+        value: The result of a rule's ``step`` expression.
+
+    Returns:
+        The step, or :class:`Rejected` when it is not a whole number.
+    """
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return Rejected(f"step must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return Rejected(f"step must be an integer, got {to_text(to_json(value))[:80]}")
