@@ -1,0 +1,874 @@
+"""The mapping engine: a lifecycle point's context in, plain write operations out.
+
+Pure and synchronous: no MLflow, no threads, no Inspect. The hook builds the context
+document (``views.context``), calls :meth:`Engine.handle` under its own lock (calls must
+be serialised: counters, open runs and ``unique`` sets live here), and queues the
+returned operations for the writer. Semantics are those of ``docs/mapping-language.md``:
+
+1. runs whose ``open`` is this point are opened (parents first);
+2. the point's rules run in order, each: ``when`` -> ``unique`` -> ``count`` ->
+   ``collect`` -> ``for_each`` -> outputs (params, tags, metrics, table row, record,
+   artifact, trace) per element;
+3. runs whose ``close`` is this point are closed, their open children first.
+
+Nothing here raises into the hook: an expression that fails skips only that output (or
+that rule element) and is counted in :attr:`Engine.problems` with where it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from inspect_mlflow._mapping.model import (
+    RUN_STATUSES,
+    CompiledMapping,
+    Entries,
+    Expr,
+    FeedbackSpec,
+    KeyTemplate,
+    Loops,
+    ObjectExpr,
+    Rule,
+    RunSpec,
+    SpanSpec,
+    TraceSpec,
+    Where,
+)
+from inspect_mlflow._runtime.keys import MAX_KEY_LENGTH, safe_key, to_text, truncate_text
+from inspect_mlflow._runtime.operations import (
+    AppendRows,
+    CloseRun,
+    FeedbackData,
+    LogArtifact,
+    LogMetrics,
+    LogParams,
+    LogTrace,
+    Metric,
+    OpenRun,
+    Operation,
+    SetTags,
+    SpanData,
+)
+from inspect_mlflow._runtime.values import (
+    MAX_CELL_CHARS,
+    MAX_PARAM_CHARS,
+    MAX_TAG_CHARS,
+    REDACTED,
+    Rejected,
+    is_credential_key,
+    json_value,
+    metric_value,
+    step_value,
+    text_value,
+)
+from inspect_mlflow._runtime.views import _MISSING, LazyView, to_json
+
+__all__ = ["PROBLEM_KINDS", "Engine", "Problem", "Problems"]
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_KINDS: tuple[str, ...] = (
+    "expression_error",
+    "rejected_value",
+    "no_run",
+    "key_collision",
+)
+"""What the engine counts: an expression that raised; a value MLflow cannot take (a
+metric that is text, a null trace key, ...); a rule whose run is not open; two keys that
+became one MLflow-safe key in a run (the later one gets a hash suffix)."""
+
+_PROBLEM_NOUNS = {
+    "expression_error": "expression errors",
+    "rejected_value": "rejected values",
+    "no_run": "rules with no open run",
+    "key_collision": "key collisions",
+}
+
+_SAFE_CACHE_LIMIT = 20_000
+
+
+@dataclass
+class Problem:
+    """Occurrences of one kind of problem, with the first one described."""
+
+    kind: str
+    count: int = 0
+    first: str = ""
+
+
+class Problems:
+    """Counts of problems per kind; the first message of each kind is kept and logged."""
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, Problem] = {}
+
+    def add(self, kind: str, where: Where | str | None, message: str) -> None:
+        """Count one problem; log it at warning level when it is the first of its kind."""
+        problem = self.by_kind.get(kind)
+        if problem is None:
+            text = f"{where}: {message}" if where else message
+            problem = self.by_kind[kind] = Problem(kind, 0, text)
+            logger.warning("inspect-mlflow: %s (further ones are counted)", text)
+        problem.count += 1
+
+    def count(self, kind: str) -> int:
+        """How many problems of ``kind`` were counted."""
+        problem = self.by_kind.get(kind)
+        return problem.count if problem else 0
+
+    def summary(self) -> list[str]:
+        """One line per kind, e.g. ``3 rejected values (first: file:1:2: rules...: ...)``."""
+        return [
+            f"{p.count} {_PROBLEM_NOUNS.get(p.kind, p.kind)} (first: {p.first})"
+            for kind in (*PROBLEM_KINDS, *sorted(set(self.by_kind) - set(PROBLEM_KINDS)))
+            if (p := self.by_kind.get(kind)) is not None
+        ]
+
+
+@dataclass
+class _Run:
+    """State of one open run: what ``counter``, ``series``, ``unique`` and keys need."""
+
+    spec: RunSpec
+    key: str
+    name: str | None
+    parent: str | None
+    children: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    series: dict[str, list[Any]] = field(default_factory=dict)
+    seen: dict[int, set[str]] = field(default_factory=dict)
+    """Values already seen by each rule's ``unique`` (by rule number)."""
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, safe key) -> the original key that took it first."""
+    renamed: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(namespace, original key) -> the suffixed key it was given after a collision."""
+
+
+class _Doc(LazyView):
+    """What an expression sees: the context, plus ``counter``, ``series``, ``run``, loop names.
+
+    Chains to the context instead of copying it; the computed entries are built only
+    when an expression reads them.
+    """
+
+    __slots__ = ("_base", "_engine", "_run", "_bound")
+
+    def __init__(
+        self, base: Mapping[str, Any], engine: Engine, run: _Run, bound: dict[str, Any]
+    ) -> None:
+        super().__init__()
+        self._base = base
+        self._engine = engine
+        self._run = run
+        self._bound = bound
+
+    def __repr__(self) -> str:
+        return f"_Doc({self._run.key}, bound={sorted(self._bound)})"
+
+    def bind(self, names: Mapping[str, Any]) -> _Doc:
+        """A document with loop names added (the computed entries are recomputed)."""
+        return _Doc(self._base, self._engine, self._run, {**self._bound, **names})
+
+    def refresh(self) -> None:
+        """Forget loaded values (after counters or series changed)."""
+        dict.clear(self)
+        self._complete = False
+
+    def _visible(self) -> list[str]:
+        names = [key for key in self._base if key not in self._bound]
+        names.extend(name for name in ("counter", "series", "run") if name not in self._base)
+        names.extend(self._bound)
+        return list(dict.fromkeys(names))
+
+    def _load(self, key: str) -> Any:
+        if key in self._bound:
+            return self._bound[key]
+        run = self._run
+        if key == "counter":
+            counts = run.counters
+            return {
+                name: {"count": counts.get(name, 0), "index": _index(counts.get(name, 0))}
+                for name in self._engine.counter_names
+            }
+        if key == "series":
+            return {name: run.series.get(name, []) for name in self._engine.series_names}
+        if key == "run":
+            return {"kind": run.spec.kind, "key": run.key, "name": run.name}
+        return self._base.get(key, _MISSING)
+
+
+def _index(count: int) -> int | None:
+    """0-based index of the latest increment, null before the first one."""
+    return count - 1 if count > 0 else None
+
+
+def _is_false(value: Any) -> bool:
+    """JMESPath falsiness: false, null, "", [], {} (0 is true)."""
+    if value is None or value is False:
+        return True
+    if isinstance(value, (str, list, dict)):
+        return len(value) == 0
+    return False
+
+
+def _text(value: Any) -> str | None:
+    """An expression result as text (JSON text for non-strings); null stays None."""
+    if value is None:
+        return None
+    return to_text(to_json(value))
+
+
+def _status_ok_error(value: Any) -> str:
+    """``ERROR`` when the expression says so (any case), else ``OK``."""
+    return "ERROR" if isinstance(value, str) and value.upper() == "ERROR" else "OK"
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: plain JSON, a long string cut with a marker."""
+    if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
+        return truncate_text(value, MAX_CELL_CHARS)
+    return value
+
+
+class Engine:
+    """Evaluates a compiled mapping at each lifecycle point and returns write operations.
+
+    One engine serves one logging session. It is not thread-safe: the caller serialises
+    :meth:`handle` calls (the hook holds a lock); under that rule counters are exact and
+    no step is used twice for one key in one run.
+
+    Args:
+        mapping: The compiled, validated mapping.
+        log_artifacts: False drops tables, records and artifacts (``AppendRows`` and
+            ``LogArtifact``); they are then not even evaluated.
+        clock: Seconds since the epoch (for run start/end and metric timestamps);
+            replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        mapping: CompiledMapping,
+        *,
+        log_artifacts: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mapping = mapping
+        self.log_artifacts = log_artifacts
+        self._clock = clock
+        self.counter_names: tuple[str, ...] = tuple(sorted(mapping.counters))
+        self.series_names: tuple[str, ...] = tuple(sorted(mapping.series))
+        self.problems = Problems()
+        self._runs: dict[str, _Run] = {}
+        self._closed: set[str] = set()
+        self._safe_cache: dict[str, str] = {}
+        self._epoch_ns = _epoch_ns_function()
+
+        depth = {kind: self._depth(kind) for kind in mapping.runs}
+        by_depth = sorted(mapping.runs.values(), key=lambda spec: depth[spec.kind])
+        self._opens: dict[str, tuple[RunSpec, ...]] = {}
+        self._closes: dict[str, tuple[RunSpec, ...]] = {}
+        for spec in by_depth:
+            self._opens[spec.open] = (*self._opens.get(spec.open, ()), spec)
+        for spec in reversed(by_depth):
+            self._closes[spec.close] = (*self._closes.get(spec.close, ()), spec)
+
+        self._rule_ids: dict[int, int] = {}
+        self._fixed: dict[int, str] = {}
+        for rules in mapping.rules.values():
+            for rule in rules:
+                self._rule_ids[id(rule)] = len(self._rule_ids)
+                for template in self._templates(rule):
+                    if template.is_fixed:
+                        self._fixed[id(template)] = "".join(str(p) for p in template.parts)
+
+    # -- public API -------------------------------------------------------------------
+
+    def handle(self, point: str, ctx: Mapping[str, Any]) -> list[Operation]:
+        """Open runs, apply the point's rules, close runs; return the writes, in order.
+
+        Args:
+            point: The lifecycle point that fired.
+            ctx: Its context document (``views.context``); borrowed for this call only.
+
+        Returns:
+            Operations holding only plain JSON values (safe to queue and spool).
+        """
+        now_ms = int(self._clock() * 1000)
+        ops: list[Operation] = []
+        keys: dict[str, str | None] = {}
+        for spec in self._opens.get(point, ()):
+            self._guard(spec.where, self._open, spec, ctx, now_ms, ops, keys)
+        for rule in self.mapping.rules.get(point, ()):
+            self._guard(rule.where, self._apply, rule, ctx, now_ms, ops, keys)
+        for spec in self._closes.get(point, ()):
+            key = self._run_key(spec.kind, ctx, keys)
+            run = self._runs.get(key) if key else None
+            if run is not None:
+                self._close(run, ctx, now_ms, ops)
+        return ops
+
+    def close_all(
+        self, ctx: Mapping[str, Any] | None = None, status: str = "FAILED"
+    ) -> list[Operation]:
+        """Close every open run, children first (for a session ending without its points).
+
+        Args:
+            ctx: When given, each run's ``status`` expression is evaluated on it.
+            status: The status used without ``ctx``, or when the expression fails.
+
+        Returns:
+            The ``CloseRun`` operations.
+        """
+        now_ms = int(self._clock() * 1000)
+        ops: list[Operation] = []
+        for run in [r for r in self._runs.values() if r.parent not in self._runs]:
+            if run.key in self._runs:
+                self._close(run, ctx, now_ms, ops, fallback=status)
+        return ops
+
+    def open_runs(self) -> list[str]:
+        """Logical keys of the runs still open, in the order they were opened."""
+        return list(self._runs)
+
+    def problem_summary(self) -> list[str]:
+        """One line per kind of problem counted so far (empty when all went well)."""
+        return self.problems.summary()
+
+    # -- runs -------------------------------------------------------------------------
+
+    def _depth(self, kind: str) -> int:
+        depth, seen = 0, {kind}
+        parent = self.mapping.runs[kind].parent
+        while parent is not None and parent in self.mapping.runs and parent not in seen:
+            seen.add(parent)
+            depth += 1
+            parent = self.mapping.runs[parent].parent
+        return depth
+
+    def _run_key(self, kind: str, ctx: Mapping[str, Any], cache: dict[str, str | None]) -> Any:
+        """The logical key ``<kind>:<value>`` of ``kind`` on this context (None if null)."""
+        if kind in cache:
+            return cache[kind]
+        spec = self.mapping.runs.get(kind)
+        key = None
+        if spec is not None:
+            value = self._search(spec.key, ctx)
+            if value is not _MISSING and value is not None:
+                key = f"{kind}:{_text(value)}"
+        cache[kind] = key
+        return key
+
+    def _open(
+        self,
+        spec: RunSpec,
+        ctx: Mapping[str, Any],
+        now_ms: int,
+        ops: list[Operation],
+        keys: dict[str, str | None],
+    ) -> None:
+        key = self._run_key(spec.kind, ctx, keys)
+        if key is None:
+            self.problems.add("no_run", spec.where, f"{spec.kind} run not opened: its key is null")
+            return
+        if key in self._runs or key in self._closed:
+            return
+        parent = None
+        if spec.parent is not None:
+            parent = self._run_key(spec.parent, ctx, keys)
+            if parent not in self._runs:
+                self.problems.add(
+                    "no_run", spec.where, f"parent {spec.parent} run of {key} is not open"
+                )
+                parent = None
+        run = _Run(spec=spec, key=key, name=None, parent=parent)
+        doc = _Doc(ctx, self, run, {})
+        if spec.name is not None:
+            name = self._search(spec.name, doc)
+            run.name = None if name is _MISSING else _text(name)
+        tags: dict[str, str] = {}
+        for template, expr in spec.tags:
+            self._text_entry(run, "tag", template, expr, doc, MAX_TAG_CHARS, tags)
+        self._runs[key] = run
+        if parent is not None:
+            self._runs[parent].children.append(key)
+        ops.append(OpenRun(key, spec.kind, run.name, parent, tags, now_ms))
+
+    def _close(
+        self,
+        run: _Run,
+        ctx: Mapping[str, Any] | None,
+        now_ms: int,
+        ops: list[Operation],
+        fallback: str = "FAILED",
+    ) -> None:
+        for child in list(run.children):
+            child_run = self._runs.get(child)
+            if child_run is not None:
+                self._close(child_run, ctx, now_ms, ops, fallback)
+        status = fallback
+        if ctx is not None:
+            value = self._search(run.spec.status, _Doc(ctx, self, run, {}))
+            if value is not _MISSING:
+                value = to_json(value)
+                if value in RUN_STATUSES:
+                    status = value
+                else:
+                    self.problems.add(
+                        "rejected_value",
+                        run.spec.status.where,
+                        f"status of {run.key} must be one of {', '.join(RUN_STATUSES)}, "
+                        f"got {value!r}; closed as {fallback}",
+                    )
+        del self._runs[run.key]
+        self._closed.add(run.key)
+        parent = self._runs.get(run.parent) if run.parent else None
+        if parent is not None and run.key in parent.children:
+            parent.children.remove(run.key)
+        ops.append(CloseRun(run.key, status, now_ms))  # type: ignore[arg-type]
+
+    # -- rules ------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        rule: Rule,
+        ctx: Mapping[str, Any],
+        now_ms: int,
+        ops: list[Operation],
+        keys: dict[str, str | None],
+    ) -> None:
+        key = self._run_key(rule.run, ctx, keys)
+        run = self._runs.get(key) if key else None
+        if run is None:
+            self.problems.add("no_run", rule.where, f"no open {rule.run} run at {rule.point}")
+            return
+        doc = _Doc(ctx, self, run, {})
+        if rule.when is not None:
+            cond = self._search(rule.when, doc)
+            if cond is _MISSING or _is_false(cond):
+                return
+        if rule.unique is not None:
+            token = self._search(rule.unique, doc)
+            if token is _MISSING:
+                return
+            if token is not None:
+                seen = run.seen.setdefault(self._rule_ids.get(id(rule), -1), set())
+                text = _text(token) or ""
+                if text in seen:
+                    return
+                seen.add(text)
+        if rule.count:
+            for name in rule.count:
+                run.counters[name] = run.counters.get(name, 0) + 1
+            doc.refresh()
+        if rule.collect:
+            for name, expr in rule.collect:
+                value = self._search(expr, doc)
+                if value is not _MISSING and value is not None:
+                    run.series.setdefault(name, []).append(json_value(value))
+            doc.refresh()
+        out = _Outputs()
+        for element in self._elements(rule.for_each, doc):
+            self._outputs(rule, run, element, now_ms, out)
+        out.emit(run.key, ops)
+
+    def _elements(self, loops: Loops, doc: _Doc) -> list[_Doc]:
+        """One document per element of the ``for_each`` cartesian product (or just ``doc``)."""
+        docs = [doc]
+        for name, expr in loops:
+            nxt: list[_Doc] = []
+            for current in docs:
+                value = self._search(expr, current)
+                if value is _MISSING or value is None:
+                    continue
+                if isinstance(value, Mapping):
+                    seq: Iterable[Any] = [{"key": k, "value": v} for k, v in value.items()]
+                elif isinstance(value, list):
+                    seq = value
+                else:
+                    self.problems.add(
+                        "rejected_value",
+                        expr.where,
+                        f"for_each {name} must give a list or an object, "
+                        f"got {type(to_json(value)).__name__}",
+                    )
+                    continue
+                nxt.extend(current.bind({name: item}) for item in seq)
+            docs = nxt
+            if not docs:
+                break
+        return docs
+
+    def _outputs(self, rule: Rule, run: _Run, doc: _Doc, now_ms: int, out: _Outputs) -> None:
+        """Evaluate every output of one rule element into ``out``."""
+        for template, expr in rule.params:
+            self._text_entry(run, "param", template, expr, doc, MAX_PARAM_CHARS, out.params)
+        for template, expr in rule.tags:
+            self._text_entry(run, "tag", template, expr, doc, MAX_TAG_CHARS, out.tags)
+        if rule.metrics:
+            self._metrics(rule, run, doc, now_ms, out)
+        if self.log_artifacts:
+            if rule.table is not None and rule.row:
+                path = self._path(run, rule.table, doc)
+                if path is not None:
+                    row = self._row(run, path, rule.row, doc)
+                    out.tables.setdefault(path, []).append(row)
+            if rule.records is not None and rule.record is not None:
+                path = self._path(run, rule.records, doc)
+                value = self._value(rule.record, doc) if path is not None else None
+                if path is not None and value is not _MISSING and value is not None:
+                    out.records.setdefault(path, []).append(json_value(value))
+            if rule.artifact is not None and rule.value is not None:
+                path = self._path(run, rule.artifact, doc)
+                value = self._value(rule.value, doc) if path is not None else None
+                if path is not None and value is not _MISSING and value is not None:
+                    out.artifacts.append((path, json_value(value)))
+        if rule.trace is not None:
+            trace = self._trace(rule.trace, run, doc)
+            if trace is not None:
+                out.traces.append(trace)
+
+    def _metrics(self, rule: Rule, run: _Run, doc: _Doc, now_ms: int, out: _Outputs) -> None:
+        step = 0
+        if rule.step is not None:
+            value = self._search(rule.step, doc)
+            if value is _MISSING:
+                return
+            checked = step_value(value)
+            if isinstance(checked, Rejected):
+                self.problems.add("rejected_value", rule.step.where, checked.reason)
+                return
+            step = checked
+        for template, expr in rule.metrics:
+            original = self._render(template, doc)
+            if original is None:
+                continue
+            value = self._search(expr, doc)
+            if value is _MISSING:
+                continue
+            number = metric_value(value)
+            if number is None:
+                continue
+            if isinstance(number, Rejected):
+                self.problems.add("rejected_value", expr.where, f"{original}: {number.reason}")
+                continue
+            key = self._safe(run, "metric", original, template.where)
+            out.metrics.append(Metric(key, number, step, now_ms))
+
+    def _text_entry(
+        self,
+        run: _Run,
+        space: str,
+        template: KeyTemplate,
+        expr: Expr,
+        doc: _Doc,
+        limit: int,
+        into: dict[str, str],
+    ) -> None:
+        """One param or tag: key made safe, value as bounded text, credentials hidden."""
+        original = self._render(template, doc)
+        if original is None:
+            return
+        value = self._search(expr, doc)
+        if value is _MISSING:
+            return
+        text = text_value(value, limit)
+        if text is None:
+            return
+        if is_credential_key(original):
+            text = REDACTED
+        into[self._safe(run, space, original, template.where)] = text
+
+    def _row(self, run: _Run, path: str, entries: Entries, doc: _Doc) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for template, expr in entries:
+            original = self._render(template, doc)
+            if original is None:
+                continue
+            value = self._search(expr, doc)
+            cell = None if value is _MISSING else _cell(json_value(value))
+            if cell is not None and is_credential_key(original):
+                cell = REDACTED
+            row[self._safe(run, f"column:{path}", original, template.where)] = cell
+        return row
+
+    def _path(self, run: _Run, template: KeyTemplate, doc: _Doc) -> str | None:
+        original = self._render(template, doc)
+        if original is None:
+            return None
+        return self._safe(run, "artifact", original, template.where)
+
+    # -- traces -----------------------------------------------------------------------
+
+    def _trace(self, spec: TraceSpec, run: _Run, doc: _Doc) -> LogTrace | None:
+        key = self._search(spec.key, doc)
+        if key is _MISSING:
+            return None
+        if key is None:
+            self.problems.add("rejected_value", spec.key.where, "trace key is null; no trace")
+            return None
+        trace_key = _text(key) or ""
+        start = self._time_ns(spec.start, doc)
+        if start is None:
+            return None
+        end = self._time_ns(spec.end, doc, required=False) if spec.end is not None else None
+        name = self._opt_text(spec.name, doc) or trace_key
+        spans: tuple[SpanData, ...] = ()
+        if spec.spans is not None:
+            spans = tuple(self._spans(spec.spans, doc))
+        feedback: tuple[FeedbackData, ...] = ()
+        if spec.feedback is not None:
+            feedback = tuple(self._feedback(spec.feedback, doc))
+        return LogTrace(
+            run=run.key,
+            trace_key=trace_key,
+            name=name,
+            start_time_ns=start,
+            end_time_ns=end if end is not None else start,
+            inputs=self._opt_json(spec.inputs, doc),
+            outputs=self._opt_json(spec.outputs, doc),
+            status=_status_ok_error(self._opt_value(spec.status, doc)),  # type: ignore[arg-type]
+            tags=self._string_map(spec.tags, doc),
+            metadata=self._string_map(spec.metadata, doc),
+            spans=spans,
+            feedback=feedback,
+        )
+
+    def _spans(self, spec: SpanSpec, doc: _Doc) -> Iterable[SpanData]:
+        for element in self._elements(spec.for_each, doc):
+            span_id = self._opt_text(spec.id, element)
+            if span_id is None:
+                self.problems.add("rejected_value", spec.id.where, "span id is null; span skipped")
+                continue
+            start = self._time_ns(spec.start, element)
+            if start is None:
+                continue
+            end = self._time_ns(spec.end, element, required=False) if spec.end else None
+            yield SpanData(
+                span_id=span_id,
+                parent_id=self._opt_text(spec.parent, element),
+                name=self._opt_text(spec.name, element) or span_id,
+                span_type=self._opt_text(spec.type, element) or "UNKNOWN",
+                start_time_ns=start,
+                end_time_ns=end if end is not None else start,
+                inputs=self._opt_json(spec.inputs, element),
+                outputs=self._opt_json(spec.outputs, element),
+                attributes=self._json_map(spec.attributes, element),
+                status=_status_ok_error(self._opt_value(spec.status, element)),  # type: ignore[arg-type]
+                error=self._opt_text(spec.error, element),
+            )
+
+    def _feedback(self, spec: FeedbackSpec, doc: _Doc) -> Iterable[FeedbackData]:
+        for element in self._elements(spec.for_each, doc):
+            name = self._opt_text(spec.name, element)
+            if name is None:
+                self.problems.add(
+                    "rejected_value", spec.name.where, "feedback name is null; skipped"
+                )
+                continue
+            value = self._search(spec.value, element)
+            if value is _MISSING:
+                continue
+            yield FeedbackData(
+                name=name,
+                value=json_value(value),
+                rationale=self._opt_text(spec.rationale, element),
+                metadata=self._string_map(spec.metadata, element),
+                error=self._opt_text(spec.error, element),
+            )
+
+    def _time_ns(self, expr: Expr | None, doc: _Doc, required: bool = True) -> int | None:
+        """An ISO time or epoch seconds as integer nanoseconds; counted when unusable."""
+        if expr is None:
+            return None
+        value = self._search(expr, doc)
+        if value is _MISSING:
+            return None
+        if value is None:
+            if required:
+                self.problems.add("rejected_value", expr.where, "time is null")
+            return None
+        try:
+            return int(self._epoch_ns(to_json(value)))
+        except Exception as err:
+            self.problems.add("rejected_value", expr.where, f"not a time: {err}")
+            return None
+
+    def _opt_value(self, expr: Expr | None, doc: _Doc) -> Any:
+        if expr is None:
+            return None
+        value = self._search(expr, doc)
+        return None if value is _MISSING else value
+
+    def _opt_text(self, expr: Expr | None, doc: _Doc) -> str | None:
+        return _text(self._opt_value(expr, doc))
+
+    def _opt_json(self, expr: Expr | None, doc: _Doc) -> Any:
+        return json_value(self._opt_value(expr, doc))
+
+    def _string_map(self, entries: Entries, doc: _Doc) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for template, expr in entries:
+            key = self._render(template, doc)
+            if key is None:
+                continue
+            value = self._opt_value(expr, doc)
+            text = text_value(value, MAX_TAG_CHARS)
+            if text is not None:
+                out[key] = REDACTED if is_credential_key(key) else text
+        return out
+
+    def _json_map(self, entries: Entries, doc: _Doc) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for template, expr in entries:
+            key = self._render(template, doc)
+            if key is None:
+                continue
+            value = json_value(self._opt_value(expr, doc))
+            if value is not None:
+                out[key] = REDACTED if is_credential_key(key) else value
+        return out
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _guard(self, where: Where, step: Callable[..., None], *args: Any) -> None:
+        """Run one open or rule; a bug in it is counted, never raised into the hook."""
+        try:
+            step(*args)
+        except Exception as err:  # the engine must not break the eval
+            self.problems.add("expression_error", where, f"unexpected error: {err!r}")
+
+    def _search(self, expr: Expr, doc: Any) -> Any:
+        """Evaluate; on error count it against the expression and return ``_MISSING``."""
+        try:
+            return expr.search(doc)
+        except Exception as err:
+            self.problems.add("expression_error", expr.where, f"{expr.text}: {err}")
+            return _MISSING
+
+    def _value(self, expr: Expr | ObjectExpr, doc: _Doc) -> Any:
+        """A ``record``/``value``: one expression, or an object built entry by entry.
+
+        An object entry that fails is left out (and counted); the others still land.
+        """
+        if not isinstance(expr, ObjectExpr):
+            return self._search(expr, doc)
+        out: dict[str, Any] = {}
+        for template, item in expr.entries:
+            name = self._render(template, doc)
+            if name is None:
+                continue
+            value = self._search(item, doc)
+            if value is not _MISSING:
+                out[name] = value
+        return out
+
+    def _render(self, template: KeyTemplate, doc: _Doc) -> str | None:
+        """Fill a key template; None when a placeholder is null or fails."""
+        fixed = self._fixed.get(id(template))
+        if fixed is not None:
+            return fixed
+        try:
+            return template.render(doc, _placeholder_text)
+        except Exception as err:
+            self.problems.add("expression_error", template.where, f"{template.text}: {err}")
+            return None
+
+    def _safe(self, run: _Run, space: str, original: str, where: Where) -> str:
+        """The MLflow-safe key for ``original`` in ``run``; a hash suffix after a collision."""
+        renamed = run.renamed.get((space, original))
+        if renamed is not None:
+            return renamed
+        safe = self._safe_cache.get(original)
+        if safe is None:
+            if len(self._safe_cache) >= _SAFE_CACHE_LIMIT:
+                self._safe_cache.clear()
+            safe = self._safe_cache[original] = safe_key(original)
+        owner = run.keys.setdefault((space, safe), original)
+        if owner == original:
+            return safe
+        alt = _suffixed(safe, original, is_path=space == "artifact")
+        run.renamed[(space, original)] = alt
+        run.keys.setdefault((space, alt), original)
+        self.problems.add(
+            "key_collision",
+            where,
+            f"{original!r} and {owner!r} both become {safe!r} in {run.key}; "
+            f"{original!r} is written as {alt!r}",
+        )
+        return alt
+
+    @staticmethod
+    def _templates(rule: Rule) -> Iterable[KeyTemplate]:
+        for entries in (rule.params, rule.tags, rule.metrics, rule.row):
+            for template, _ in entries:
+                yield template
+        for template in (rule.table, rule.records, rule.artifact):
+            if template is not None:
+                yield template
+        for value in (rule.record, rule.value):
+            if isinstance(value, ObjectExpr):
+                for template, _ in value.entries:
+                    yield template
+
+
+class _Outputs:
+    """What one rule firing produced, merged over its ``for_each`` elements."""
+
+    __slots__ = ("params", "tags", "metrics", "tables", "records", "artifacts", "traces")
+
+    def __init__(self) -> None:
+        self.params: dict[str, str] = {}
+        self.tags: dict[str, str] = {}
+        self.metrics: list[Metric] = []
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+        self.records: dict[str, list[Any]] = {}
+        self.artifacts: list[tuple[str, Any]] = []
+        self.traces: list[LogTrace] = []
+
+    def emit(self, run: str, ops: list[Operation]) -> None:
+        """Append the operations, one per kind of write (rows grouped per file)."""
+        if self.params:
+            ops.append(LogParams(run, self.params))
+        if self.tags:
+            ops.append(SetTags(run, self.tags))
+        if self.metrics:
+            ops.append(LogMetrics(run, tuple(self.metrics)))
+        for path, rows in self.tables.items():
+            ops.append(AppendRows(run, path, tuple(rows), "table"))
+        for path, records in self.records.items():
+            ops.append(AppendRows(run, path, tuple(records), "records"))
+        for path, content in self.artifacts:
+            ops.append(LogArtifact(run, path, content))
+        ops.extend(self.traces)
+
+
+def _placeholder_text(value: Any) -> str:
+    return to_text(to_json(value))
+
+
+def _suffixed(safe: str, original: str, *, is_path: bool) -> str:
+    """``safe`` with ``_<6 hex of sha1(original)>``; before a file extension for paths."""
+    suffix = "_" + hashlib.sha1(original.encode("utf-8")).hexdigest()[:6]
+    if is_path:
+        head, slash, last = safe.rpartition("/")
+        stem, dot, ext = last.rpartition(".")
+        if dot and stem:
+            return safe_key(f"{head}{slash}{stem}{suffix}.{ext}")
+    return safe_key(safe[: MAX_KEY_LENGTH - len(suffix)] + suffix)
+
+
+def _epoch_ns_function() -> Callable[[Any], Any]:
+    """The mapping language's ``epoch_ns`` (one definition of time parsing for both)."""
+    from inspect_mlflow._mapping.functions import OPTIONS
+
+    functions = OPTIONS.custom_functions
+
+    def epoch_ns(value: Any) -> Any:
+        return functions.call_function("epoch_ns", [value])
+
+    return epoch_ns
