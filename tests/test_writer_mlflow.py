@@ -543,3 +543,29 @@ def test_the_writer_hands_ops_for_an_unreachable_server_to_on_failure(monkeypatc
     assert [op for failed, _ in failures for op in failed] == ops
     assert isinstance(failures[0][1], SinkError) and failures[0][1].transient
     assert writer.stats["retries"] >= 1
+
+
+def test_a_trace_with_feedback_lands_on_its_run_through_the_real_trace_sender(sqlite_store):
+    from mlflow.tracing.client import TracingClient
+
+    from inspect_mlflow._runtime.operations import FeedbackData, SpanData
+
+    t = 1_700_000_000_000_000_000
+    trace = LogTrace(
+        run="task:e1",
+        trace_key="sample-uuid-1",
+        name="sample 1",
+        start_time_ns=t,
+        end_time_ns=t + 2_000_000,
+        inputs={"question": "2+3?"},
+        outputs={"answer": "5"},
+        spans=(SpanData("ev1", None, "generate", "LLM", t + 10, t + 1_000_000),),
+        feedback=(FeedbackData(name="match", value=1.0, rationale="exact"),),
+    )
+    sink = sqlite_store.sink(trace_options={"max_spans": 10, "max_text": 1000})
+    sink.send([*open_runs(), trace, CloseRun("task:e1", "FINISHED", T0 + 3)])
+    found = TracingClient(sqlite_store.tracking_uri).search_traces(
+        locations=[sink.experiment_id], run_id=sink.run_id("task:e1")
+    )
+    assert len(found) == 1
+    assert [(a.name, a.value) for a in found[0].info.assessments] == [("match", 1.0)]

@@ -473,30 +473,13 @@ class MlflowSink:
                 )
             else:
                 essential[PARENT_RUN_TAG] = parent_id
-        start = op.start_time_ms or None
-        try:
-            run = self._call(
-                "create_run",
-                self._experiment_id,
-                start_time=start,
-                tags={**tags, **essential},
-                run_name=op.name,
-            )
-        except MlflowException as error:
-            if classify(error)[0] or not tags or _is_run_level(error):
-                raise
-            # A user tag was refused: create the run without them, then send them one
-            # by one so that only the bad ones are lost.
-            run = self._call(
-                "create_run",
-                self._experiment_id,
-                start_time=start,
-                tags=essential,
-                run_name=op.name,
-            )
-            self._run_ids[op.run] = run.info.run_id
-            self._log_data(op.run, run.info.run_id, [SetTags(op.run, tags)], rejected)
-            return
+        run = self._call(
+            "create_run",
+            self._experiment_id,
+            start_time=op.start_time_ms or None,
+            tags={**tags, **essential},
+            run_name=op.name,
+        )
         self._run_ids[op.run] = run.info.run_id
 
     def _find_run(self, run: str) -> bool:
