@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from inspect_mlflow._runtime.operations import FeedbackData, LogTrace, SpanData
+from inspect_mlflow._writer.mlflow_sink import classify
 from inspect_mlflow._writer.traces import (
     DROPPED_SPANS,
     TraceSender,
@@ -409,6 +410,7 @@ def test_lasting_transient_failure_reports_items_to_retry(sqlite_store: Any) -> 
     with pytest.raises(TraceSendError) as caught:
         sender.send([(op, run_id) for op in ops])
     assert caught.value.transient and caught.value.kind == "TEMPORARILY_UNAVAILABLE"
+    assert classify(caught.value) == (True, "TEMPORARILY_UNAVAILABLE")  # the sink agrees
     assert [op for op, _ in caught.value.failed] == ops
     # Sending the reported items again, once the store is back, completes them.
     client.failures = 0
@@ -431,10 +433,30 @@ def test_a_refused_trace_does_not_block_the_others(sqlite_store: Any) -> None:
     sender = TraceSender(sqlite_store.tracking_uri, experiment_id)
     with pytest.raises(TraceSendError) as caught:
         sender.send([(bad, run_id), (good, run_id)])
-    assert not caught.value.transient
+    assert not caught.value.transient and classify(caught.value)[0] is False
     assert [op.trace_key for op, _ in caught.value.failed] == [bad.trace_key]
     [trace] = traces_of(sqlite_store, experiment_id, run_id)
     assert trace.info.trace_id == trace_id_for(good.trace_key)
+
+
+def test_a_refusal_among_transient_failures_is_not_retried_blindly(sqlite_store: Any) -> None:
+    experiment_id, run_id = new_run(sqlite_store)
+    bad = LogTrace(
+        run="task:t",
+        trace_key=uuid.uuid4().hex,
+        name="bad",
+        start_time_ns=0,
+        end_time_ns=1,
+        feedback=(FeedbackData("x", 1, source_type="NOT_A_SOURCE"),),
+    )
+    good = make_trace(uuid.uuid4().hex)
+    client = _Flaky(sqlite_store.tracking_uri, "log_spans", failures=10)
+    sender = TraceSender(sqlite_store.tracking_uri, experiment_id, max_attempts=1, client=client)
+    with pytest.raises(TraceSendError) as caught:
+        sender.send([(good, run_id), (bad, run_id)])
+    assert not caught.value.transient and classify(caught.value)[0] is False
+    assert caught.value.kind == "INVALID_PARAMETER_VALUE"
+    assert {op.trace_key for op, _ in caught.value.failed} == {good.trace_key, bad.trace_key}
 
 
 def test_unknown_experiment_is_refused_for_good(sqlite_store: Any) -> None:
@@ -451,6 +473,7 @@ def test_expired_deadline_sends_nothing_and_says_retry(sqlite_store: Any) -> Non
     with pytest.raises(TraceSendError) as caught:
         sender.send([(make_trace(uuid.uuid4().hex), run_id)], timeout=0)
     assert caught.value.transient and caught.value.kind == "DEADLINE_EXCEEDED"
+    assert classify(caught.value) == (True, "DEADLINE_EXCEEDED")
     assert traces_of(sqlite_store, experiment_id, run_id) == []
 
 

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow.entities import AssessmentSource, Feedback, Span, TraceInfo, TraceLocation, TraceState
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE, ErrorCode
 from mlflow.tracing.client import TracingClient
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
@@ -102,14 +104,21 @@ MAX_ASSESSMENT_NAME_CHARS = 250
 ROOT_SPAN_TYPE = "CHAIN"
 
 
-class TraceSendError(Exception):
+class TraceSendError(MlflowException):
     """Some traces of a batch did not land.
+
+    An :class:`MlflowException` whose ``error_code`` says whether retrying may help, so
+    code that classifies MLflow errors by code (the sink's ``classify``) reaches the same
+    verdict as :attr:`transient`: a transient failure carries the first failure's
+    transient code (``TEMPORARILY_UNAVAILABLE`` for a connection error,
+    ``DEADLINE_EXCEEDED`` when the send's time ran out), a refusal its permanent code
+    (``INVALID_PARAMETER_VALUE`` for a value MLflow's entities refuse).
 
     Attributes:
         failed: The ``(LogTrace, run_id)`` items that did not land (in full or in part).
             Sending them again is safe: every write is idempotent.
-        transient: True when every failure looked transient (network, 5xx, 429), so
-            retrying later may succeed; False when at least one was refused for good.
+        transient: True when every failure looked transient (network, 5xx, 429, time
+            out), so retrying later may succeed; False when one was refused for good.
         kind: MLflow error code or exception name of the first failure.
         errors: ``trace_key -> message`` for each failed trace.
     """
@@ -123,7 +132,11 @@ class TraceSendError(Exception):
         kind: str,
         errors: Mapping[str, str],
     ) -> None:
-        super().__init__(message)
+        if kind in ErrorCode.keys():
+            code = ErrorCode.Value(kind)
+        else:
+            code = TEMPORARILY_UNAVAILABLE if transient else INVALID_PARAMETER_VALUE
+        super().__init__(message, error_code=code)
         self.failed = list(failed)
         self.transient = transient
         self.kind = kind
@@ -825,13 +838,14 @@ class TraceSender:
     def _failure(
         self, errors: Mapping[str, tuple[tuple[LogTrace, str], BaseException]]
     ) -> TraceSendError:
-        first = next(iter(errors.values()))[1]
-        verdicts = [
-            (True, _Expired.kind) if isinstance(e, _Expired) else _classify(e)
+        judged = [
+            (e, *((True, _Expired.kind) if isinstance(e, _Expired) else _classify(e)))
             for _, e in errors.values()
         ]
-        transient = all(t for t, _ in verdicts)
-        kind = verdicts[0][1]
+        transient = all(t for _, t, _ in judged)
+        # The error that decides: the first refusal, or the first failure when all are
+        # transient; its code is the one the raised exception carries.
+        first, _, kind = next((j for j in judged if not j[1]), judged[0])
         failure = TraceSendError(
             f"{len(errors)} trace(s) did not land in MLflow ({kind}): {_reason(first)}",
             failed=[item for item, _ in errors.values()],
