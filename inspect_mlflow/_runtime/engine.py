@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jmespath.visitor import TreeInterpreter
+
+from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import (
     RUN_STATUSES,
     CompiledMapping,
@@ -149,6 +152,10 @@ class _Run:
     """(namespace, original key) -> the suffixed key it was given after a collision."""
 
 
+_COMPUTED = frozenset({"counter", "series", "run"})
+"""Names every rule document adds to the context (see ``docs/mapping-language.md``)."""
+
+
 class _Doc(LazyView):
     """What an expression sees: the context, plus ``counter``, ``series``, ``run``, loop names.
 
@@ -173,6 +180,15 @@ class _Doc(LazyView):
     def bind(self, names: Mapping[str, Any]) -> _Doc:
         """A document with loop names added (the computed entries are recomputed)."""
         return _Doc(self._base, self._engine, self._run, {**self._bound, **names})
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """Loop names first, then the computed entries (built once), then the context."""
+        bound = self._bound
+        if key in bound:
+            return bound[key]
+        if key in _COMPUTED:
+            return super().get(key, default)
+        return self._base.get(key, default)
 
     def refresh(self) -> None:
         """Forget loaded values (after counters or series changed)."""
@@ -267,6 +283,8 @@ class Engine:
         self._closed: set[str] = set()
         self._safe_cache: dict[str, str] = {}
         self._epoch_ns = _epoch_ns_function()
+        self._options = OPTIONS
+        self._interpreter = TreeInterpreter(OPTIONS)
 
         depth = {kind: self._depth(kind) for kind in mapping.runs}
         by_depth = sorted(mapping.runs.values(), key=lambda spec: depth[spec.kind])
@@ -743,8 +761,17 @@ class Engine:
             self.problems.add("expression_error", where, f"unexpected error: {err!r}")
 
     def _search(self, expr: Expr, doc: Any) -> Any:
-        """Evaluate; on error count it against the expression and return ``_MISSING``."""
+        """Evaluate; on error count it against the expression and return ``_MISSING``.
+
+        Expressions compiled with the mapping's functions run on one shared interpreter:
+        ``ParsedResult.search`` builds a new one per call, whose empty dispatch cache
+        cost as much as the evaluation itself at ``sample_event``.
+        """
         try:
+            if expr.options is self._options:
+                ast = getattr(expr.parsed, "parsed", None)
+                if ast is not None:
+                    return self._interpreter.visit(ast, doc)
             return expr.search(doc)
         except Exception as err:
             self.problems.add("expression_error", expr.where, f"{expr.text}: {err}")
@@ -772,11 +799,16 @@ class Engine:
         fixed = self._fixed.get(id(template))
         if fixed is not None:
             return fixed
-        try:
-            return template.render(doc, _placeholder_text)
-        except Exception as err:
-            self.problems.add("expression_error", template.where, f"{template.text}: {err}")
-            return None
+        out: list[str] = []
+        for part in template.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = self._search(part, doc)
+            if value is _MISSING or value is None:
+                return None
+            out.append(_placeholder_text(value))
+        return "".join(out)
 
     def _safe(self, run: _Run, space: str, original: str, where: Where) -> str:
         """The MLflow-safe key for ``original`` in ``run``; a hash suffix after a collision."""
@@ -864,8 +896,6 @@ def _suffixed(safe: str, original: str, *, is_path: bool) -> str:
 
 def _epoch_ns_function() -> Callable[[Any], Any]:
     """The mapping language's ``epoch_ns`` (one definition of time parsing for both)."""
-    from inspect_mlflow._mapping.functions import OPTIONS
-
     functions = OPTIONS.custom_functions
 
     def epoch_ns(value: Any) -> Any:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import pydantic
@@ -50,6 +52,12 @@ __all__ = [
 
 _MISSING: Any = object()
 """Sentinel for "no such key" (None is a legitimate dict value)."""
+
+_UNSEEN: Any = object()
+"""A view's cache has no entry for the key yet."""
+
+_ABSENT: Any = object()
+"""Cached in a view's storage for a key known to be absent (until the view is forced)."""
 
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 """Exact types that are JSON already (subclasses such as StrEnum still get converted)."""
@@ -224,9 +232,32 @@ class _Shape:
     custom: frozenset[str]
     """Fields with a custom pydantic serializer: converted through pydantic itself."""
     pydantic: bool
+    direct: Mapping[str, Callable[[Any, Any], Any]] = dataclasses.field(default_factory=dict)
+    """Custom fields whose serializer is a plain ``(self, value)`` method: called directly
+    (a ``model_dump(include=...)`` per field costs several microseconds)."""
 
 
 _SHAPES: dict[type, _Shape] = {}
+_NO_NAMES: frozenset[str] = frozenset()
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
+
+
+def _plain_method(cls: type, dec: Any) -> Callable[[Any, Any], Any] | None:
+    """The function of a ``mode="plain"`` field serializer taking ``(self, value)``, if so."""
+    info = dec.info
+    if getattr(info, "mode", None) != "plain" or "*" in info.fields:
+        return None
+    if isinstance(inspect.getattr_static(cls, dec.cls_var_name, None), (classmethod, staticmethod)):
+        return None
+    func = dec.func
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if len(params) != 2 or any(p.kind not in positional for p in params):
+        return None
+    return func  # type: ignore[no-any-return]
 
 
 def _shape_of(cls: type) -> _Shape:
@@ -245,13 +276,20 @@ def _shape_of(cls: type) -> _Shape:
             for dec in decorators.field_serializers.values():
                 targets = dec.info.fields
                 custom.update(names if "*" in targets else targets)
+        direct: dict[str, Callable[[Any, Any], Any]] = {}
+        if decorators is not None and not decorators.model_serializers:
+            for dec in decorators.field_serializers.values():
+                method = _plain_method(cls, dec)
+                if method is not None:
+                    direct.update((name, method) for name in dec.info.fields if name in names)
         for name in names:
             if any(
                 isinstance(m, (pydantic.PlainSerializer, pydantic.WrapSerializer))
                 for m in fields[name].metadata
             ):
                 custom.add(name)
-        shape = _Shape(names, frozenset(names), frozenset(custom) & frozenset(names), True)
+                direct.pop(name, None)
+        shape = _Shape(names, frozenset(names), frozenset(custom) & frozenset(names), True, direct)
     else:
         names = tuple(f.name for f in dataclasses.fields(cls))
         shape = _Shape(names, frozenset(names), frozenset(), False)
@@ -290,17 +328,19 @@ class LazyView(dict):  # type: ignore[type-arg]
 
     # -- mapping protocol ---------------------------------------------------------
     def get(self, key: Any, default: Any = None) -> Any:
-        """The converted value of ``key`` (loaded and cached on first access)."""
-        try:
-            return dict.__getitem__(self, key)
-        except KeyError:
-            pass
-        except TypeError:
-            return default
+        """The converted value of ``key`` (loaded and cached on first access).
+
+        A key that is absent is remembered as absent too (``event.pending`` is read by
+        several rules per event and is usually null).
+        """
+        value = dict.get(self, key, _UNSEEN)
+        if value is not _UNSEEN:
+            return default if value is _ABSENT else value
         if self._complete or not isinstance(key, str):
             return default
         value = self._load(key)
         if value is _MISSING:
+            dict.__setitem__(self, key, _ABSENT)
             return default
         dict.__setitem__(self, key, value)
         return value
@@ -358,7 +398,7 @@ class LazyView(dict):  # type: ignore[type-arg]
 
     def __eq__(self, other: object) -> bool:
         # JMESPath's truthiness test compares with '', [] and {}: answer those cheaply.
-        if not isinstance(other, Mapping):
+        if type(other) is str or type(other) is list or not isinstance(other, Mapping):
             return False
         if not isinstance(other, LazyView) and not other:
             return len(self) == 0
@@ -396,11 +436,12 @@ class ModelView(LazyView):
         exclude: Iterable[str] = (),
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        dict.__init__(self)
+        self._complete = False
         self._obj = obj
-        self._shape = _shape_of(type(obj))
-        self._exclude = frozenset(exclude)
-        self._extra: dict[str, Any] = dict(extra) if extra else {}
+        self._shape = _SHAPES.get(type(obj)) or _shape_of(type(obj))
+        self._exclude = frozenset(exclude) if exclude else _NO_NAMES
+        self._extra: Mapping[str, Any] = dict(extra) if extra else _NO_EXTRA
 
     def __repr__(self) -> str:
         return f"ModelView({type(self._obj).__name__})"
@@ -431,6 +472,12 @@ class ModelView(LazyView):
 
     def _serialize_field(self, key: str, raw: Any) -> Any:
         """One field through the model's own serializer (honours field serializers)."""
+        method = self._shape.direct.get(key)
+        if method is not None:
+            try:
+                return convert(method(self._obj, raw))
+            except Exception:
+                pass
         try:
             out = self._obj.model_dump(
                 mode="json", include={key}, exclude_none=True, fallback=_safe_str, warnings=False
