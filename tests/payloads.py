@@ -8,7 +8,7 @@ returns every payload object, unchanged, grouped by lifecycle point.
 
 Usage::
 
-    from tests.payloads import record_scenario
+    from payloads import record_scenario  # tests/ is on sys.path under pytest
 
     rec = record_scenario("ok")           # cached for the whole test session
     [start] = rec["task_start"]           # inspect_ai.hooks.TaskStart

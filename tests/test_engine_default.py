@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from payloads import EPOCHS, MODEL_NAME, SAMPLES, TASK_ARGS, Recording, record_scenario
 
 from inspect_mlflow._mapping import load_mapping, load_mapping_text
 from inspect_mlflow._runtime.engine import Engine
@@ -26,7 +27,6 @@ from inspect_mlflow._runtime.operations import (
     OpenRun,
 )
 from inspect_mlflow._runtime.views import context
-from tests.payloads import EPOCHS, MODEL_NAME, SAMPLES, TASK_ARGS, Recording, record_scenario
 
 NOW = 1_750_000_000.0
 
@@ -180,6 +180,27 @@ def test_event_metrics_count_each_model_and_tool_call_once(ok: Replay) -> None:
     assert ok.metric_points("event/tool_call") == [(float(i + 1), i) for i in range(tool_calls)]
     assert ok.metric_points("event/tool_error") == [(0.0, i) for i in range(tool_calls)]
     assert [s for _, s in ok.metric_points("event/tool_time")] == list(range(tool_calls))
+
+
+def test_model_event_seen_before_its_timing_is_counted_when_complete() -> None:
+    """Inspect emits a model event first without ``completed``/``working_time``, then
+    again once timed; the hook may see the first state (delivery is asynchronous)."""
+    rec = record_scenario("ok")
+    seen: set[str] = set()
+    points = []
+    for point, data in rec.sequence:
+        if point == "sample_event" and data.event.event == "model" and data.event.uuid not in seen:
+            seen.add(data.event.uuid)
+            early = data.event.model_copy(update={"completed": None, "working_time": None})
+            data = dataclasses.replace(data, event=early)
+        points.append((point, data))
+    result = replay(rec, points=iter(points))
+    model_calls = events_in_log(rec, "model")
+    assert result.metric_points("event/model_call") == [
+        (float(i + 1), i) for i in range(model_calls)
+    ]
+    times = result.metric_points("event/model_time")
+    assert len(times) == model_calls and all(v > 0 for v, _ in times)
 
 
 def test_summary_metrics_at_task_end(ok: Replay) -> None:

@@ -15,11 +15,11 @@ import time
 from typing import Any
 
 import pydantic
+from payloads import record_scenario
 
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.views import context
-from tests.payloads import record_scenario
 
 REPEATS = 20
 

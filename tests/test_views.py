@@ -12,6 +12,7 @@ from typing import Any
 import jmespath
 import pydantic
 import pytest
+from payloads import record_scenario
 
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._runtime.views import (
@@ -25,7 +26,6 @@ from inspect_mlflow._runtime.views import (
     to_json,
     view,
 )
-from tests.payloads import record_scenario
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup

@@ -324,10 +324,7 @@ class Engine:
         for rule in self.mapping.rules.get(point, ()):
             self._guard(rule.where, self._apply, rule, ctx, now_ms, ops, keys)
         for spec in self._closes.get(point, ()):
-            key = self._run_key(spec.kind, ctx, keys)
-            run = self._runs.get(key) if key else None
-            if run is not None:
-                self._close(run, ctx, now_ms, ops)
+            self._guard(spec.where, self._close_kind, spec, ctx, now_ms, ops, keys)
         return ops
 
     def close_all(
@@ -415,6 +412,20 @@ class Engine:
         if parent is not None:
             self._runs[parent].children.append(key)
         ops.append(OpenRun(key, spec.kind, run.name, parent, tags, now_ms))
+
+    def _close_kind(
+        self,
+        spec: RunSpec,
+        ctx: Mapping[str, Any],
+        now_ms: int,
+        ops: list[Operation],
+        keys: dict[str, str | None],
+    ) -> None:
+        """Close the run of ``spec``'s kind this context belongs to, if it is open."""
+        key = self._run_key(spec.kind, ctx, keys)
+        run = self._runs.get(key) if key else None
+        if run is not None:
+            self._close(run, ctx, now_ms, ops)
 
     def _close(
         self,
