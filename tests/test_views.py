@@ -148,6 +148,12 @@ def test_views_are_read_only() -> None:
         v["a"] = 2
     with pytest.raises(TypeError):
         del v["a"]
+    for mutate in (v.update, v.clear, v.popitem, lambda: v.pop("a"), lambda: v.setdefault("z")):
+        with pytest.raises(TypeError):
+            mutate()
+    assert v == {"a": 1, "b": "two", "inner": {"x": 1}, "items": [{"x": 5}, {"x": 6}]}
+    assert (v | {"c": 3})["c"] == 3 and ({"a": 0} | v)["a"] == 1
+    assert list(reversed(v)) == ["items", "inner", "b", "a"]
 
 
 def test_jmespath_truthiness_matches_the_json_value() -> None:

@@ -303,6 +303,7 @@ class LazyView(dict):  # type: ignore[type-arg]
     The dict storage is a cache of loaded values. Subclasses say which keys are visible
     (without loading them) and how to load one key; the engine subclasses it for its
     rule documents too.
+
     Until every key has been loaded, the C-level dict storage holds only what was asked
     for; every public mapping method is overridden to answer from the whole view. After
     :meth:`_force` the storage holds every visible key in order.
@@ -412,11 +413,24 @@ class LazyView(dict):  # type: ignore[type-arg]
     def __reduce__(self) -> Any:
         return (dict, (self.materialize(),))
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(list(self.keys()))
+
+    def __or__(self, other: Any) -> Any:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**self.copy(), **other}
+
+    def __ror__(self, other: Any) -> Any:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return {**other, **self.copy()}
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"{type(self).__name__} is read-only")
 
-    def __delitem__(self, key: Any) -> None:
-        raise TypeError(f"{type(self).__name__} is read-only")
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    pop = popitem = setdefault = update = clear = _read_only  # type: ignore[assignment]
 
 
 class ModelView(LazyView):
