@@ -24,6 +24,7 @@ from inspect_mlflow._runtime.operations import (
     LogArtifact,
     LogMetrics,
     LogParams,
+    LogTrace,
     OpenRun,
 )
 from inspect_mlflow._runtime.views import context
@@ -303,6 +304,23 @@ def test_log_artifacts_off_drops_tables_and_artifacts() -> None:
     kinds = {type(op) for op in ops}
     assert AppendRows not in kinds and LogArtifact not in kinds
     assert {LogMetrics, LogParams, OpenRun, CloseRun} <= kinds
+
+
+def test_one_trace_per_sample_with_every_score_as_feedback(ok: Replay) -> None:
+    ended = samples_ended(ok.rec)
+    traces = ok.of(LogTrace)
+    assert [t.trace_key for t in traces] == [s.uuid for s in ended]
+    assert all(t.run == ok.task_key and t.status == "OK" for t in traces)
+    assert sum(len(t.feedback) for t in traces) == len(ended) * 2, "N samples x S scorers"
+    for trace, sample in zip(traces, ended, strict=True):
+        assert {f.name: f.value for f in trace.feedback} == {
+            "match": 1,
+            "digits": sample.scores["digits"].value,
+        }
+        kinds = Counter(span.span_type for span in trace.spans)
+        assert kinds["LLM"] == 2 and kinds["TOOL"] == 1
+        assert all(span.end_time_ns >= span.start_time_ns for span in trace.spans)
+    assert ok.engine.problem_summary() == []
 
 
 # -- failure paths -------------------------------------------------------------------
