@@ -45,12 +45,8 @@ def answer(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
     return output
 
 
-def demo_task(samples: int = 10, name: str = "demo_addition") -> Any:
-    """An Inspect task: ``samples`` addition questions, the ``add`` tool, two scorers."""
-    from inspect_ai import Task
-    from inspect_ai.dataset import Sample
-    from inspect_ai.scorer import includes, match
-    from inspect_ai.solver import generate, use_tools
+def add_tool() -> Any:
+    """The ``add`` tool the demo model calls once per sample."""
     from inspect_ai.tool import tool
 
     @tool
@@ -66,6 +62,16 @@ def demo_task(samples: int = 10, name: str = "demo_addition") -> Any:
 
         return execute
 
+    return add()
+
+
+def demo_task(samples: int = 10, name: str = "demo_addition") -> Any:
+    """An Inspect task: ``samples`` addition questions, the ``add`` tool, two scorers."""
+    from inspect_ai import Task
+    from inspect_ai.dataset import Sample
+    from inspect_ai.scorer import includes, match
+    from inspect_ai.solver import generate, use_tools
+
     dataset = [
         Sample(id=i + 1, input=f"What is {i + 1} + {2 * i}?", target=str(3 * i + 1))
         for i in range(samples)
@@ -73,7 +79,7 @@ def demo_task(samples: int = 10, name: str = "demo_addition") -> Any:
     return Task(
         name=name,
         dataset=dataset,
-        solver=[use_tools(add()), generate()],
+        solver=[use_tools(add_tool()), generate()],
         scorer=[match(), includes()],
     )
 

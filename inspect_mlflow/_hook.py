@@ -55,11 +55,12 @@ class MlflowTrackingHook(Hooks):
         except SettingsError as err:
             raise ConfigurationError(f"inspect-mlflow: {err}") from None
         if not settings.active:
+            # Not cached: a model built before the variable was set must not switch
+            # logging off for the eval that follows (reading the environment is cheap).
             if not self._said_off:
                 logger.debug("inspect-mlflow: MLFLOW_TRACKING_URI is not set; not logging")
                 self._said_off = True
             self._settings = None
-            self._checked = True
             return False
         try:
             self._mapping = load_mapping(settings.mapping_path)

@@ -43,8 +43,8 @@ class Session:
             settings.tracking_uri,
             settings.experiment_name,
             trace_options={
-                "max_spans": settings.trace_max_spans,
-                "max_text": settings.trace_max_text,
+                "max_spans_per_trace": settings.trace_max_spans,
+                "max_attribute_chars": settings.trace_max_text,
             },
         )
         self.writer = BackgroundWriter(self.sink)
