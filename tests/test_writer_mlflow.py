@@ -472,7 +472,7 @@ def test_traces_go_to_the_trace_sender_with_their_run_ids(sqlite_store, monkeypa
     module = types.ModuleType("inspect_mlflow._writer.traces")
     module.TraceSender = FakeTraceSender
     monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.traces", module)
-    sink = sqlite_store.sink(trace_options={"max_spans": 7, "max_text": 500})
+    sink = sqlite_store.sink(trace_options={"max_spans_per_trace": 7, "max_attribute_chars": 500})
     trace = LogTrace("task:e1", "sample-1", "sample 1", 0, 1)
     sink.send([*open_runs(), trace, CloseRun("task:e1", "FINISHED", T0)])
     (sender,) = made
@@ -562,7 +562,7 @@ def test_a_trace_with_feedback_lands_on_its_run_through_the_real_trace_sender(sq
         spans=(SpanData("ev1", None, "generate", "LLM", t + 10, t + 1_000_000),),
         feedback=(FeedbackData(name="match", value=1.0, rationale="exact"),),
     )
-    sink = sqlite_store.sink(trace_options={"max_spans": 10, "max_text": 1000})
+    sink = sqlite_store.sink(trace_options={"max_spans_per_trace": 10, "max_attribute_chars": 1000})
     sink.send([*open_runs(), trace, CloseRun("task:e1", "FINISHED", T0 + 3)])
     found = TracingClient(sqlite_store.tracking_uri).search_traces(
         locations=[sink.experiment_id], run_id=sink.run_id("task:e1")

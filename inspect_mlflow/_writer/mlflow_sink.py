@@ -89,10 +89,6 @@ _RUN_LEVEL_CODES = frozenset(
 
 _TRACES_MODULE = "inspect_mlflow._writer.traces"
 
-_TRACE_OPTION_NAMES = {"max_spans": "max_spans_per_trace", "max_text": "max_attribute_chars"}
-"""Short option names (as the settings spell them) -> ``TraceSender`` keyword names."""
-
-
 def classify(error: BaseException) -> tuple[bool, str]:
     """Say whether an error from an MLflow call is transient, and name its kind.
 
@@ -642,8 +638,9 @@ class MlflowSink:
                 logger.warning("inspect-mlflow: trace support is not installed; traces skipped")
                 return None
             assert self._experiment_id is not None
-            options = {_TRACE_OPTION_NAMES.get(k, k): v for k, v in self.trace_options.items()}
-            self._trace_sender = TraceSender(self.tracking_uri, self._experiment_id, **options)
+            self._trace_sender = TraceSender(
+                self.tracking_uri, self._experiment_id, **self.trace_options
+            )
         return self._trace_sender
 
 
