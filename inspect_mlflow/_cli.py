@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "build_parser", "main", "register_check"]
+__all__ = ["COMMANDS", "build_parser", "main", "register_check", "register_demo"]
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -112,7 +112,14 @@ def register_check(subparsers: Any) -> None:
     parser.set_defaults(handler=_run_check)
 
 
-COMMANDS: list[Callable[[Any], None]] = [register_check]
+def register_demo(subparsers: Any) -> None:
+    """Add ``inspect-mlflow demo`` (the offline demo eval lives in ``_demo``)."""
+    from inspect_mlflow._demo import register
+
+    register(subparsers)
+
+
+COMMANDS: list[Callable[[Any], None]] = [register_demo, register_check]
 """Every ``register_<name>`` function; the order is the order in ``--help``."""
 
 

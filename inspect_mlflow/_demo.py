@@ -122,7 +122,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--samples", type=int, default=10, help="number of samples (default 10)")
     parser.add_argument("--log-dir", default=None, help="Inspect log dir (default: a temp dir)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(handler=_main)
 
 
 def _main(args: argparse.Namespace) -> int:

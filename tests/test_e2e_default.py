@@ -79,6 +79,7 @@ def test_runs_parent_and_task(logged: dict) -> None:
     assert task.data.tags["inspect.run_id"] == log.eval.run_id
     assert task.data.tags["inspect.task"] == "demo_addition"
     assert task.data.tags["inspect.model"] == "mockllm/model"
+    assert task.data.tags["mlflow.runType"] == "genai_evaluate"
     assert task.info.status == "FINISHED"
 
 
@@ -166,3 +167,23 @@ def test_sample_results_and_eval_log_artifacts(logged: dict) -> None:
     header = download_json(client, task.info.run_id, "eval_logs/demo_addition.json")
     assert header["eval"]["task"] == "demo_addition"
     assert "samples" not in header
+
+
+def test_a_trace_per_sample_with_scores_as_feedback(logged: dict) -> None:
+    from mlflow.tracing.client import TracingClient
+
+    client, task, log = logged["client"], logged["task"], logged["log"]
+    experiment_id = task.info.experiment_id
+    traces = TracingClient(client.tracking_uri).search_traces(
+        locations=[experiment_id], run_id=task.info.run_id
+    )
+    assert len(traces) == SAMPLES * EPOCHS
+    assessments = [a for t in traces for a in t.info.assessments]
+    assert len(assessments) == SAMPLES * EPOCHS * 2
+    assert {a.name for a in assessments} == {"match", "includes"}
+    correct = sum(1 for s in log.samples if s.scores["match"].value == "C")
+    assert sum(a.value for a in assessments if a.name == "match") == correct
+    parent_traces = TracingClient(client.tracking_uri).search_traces(
+        locations=[experiment_id], run_id=logged["parent"].info.run_id
+    )
+    assert parent_traces == []
