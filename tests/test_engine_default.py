@@ -120,6 +120,7 @@ def test_runs_open_nested_and_close_finished(ok: Replay) -> None:
                 "inspect.run_id": run_id,
                 "inspect.task": "arith",
                 "inspect.model": MODEL_NAME,
+                "mlflow.runType": "genai_evaluate",
             },
             int(NOW * 1000),
         ),
