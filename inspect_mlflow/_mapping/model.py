@@ -78,7 +78,7 @@ class Expr:
 
 @dataclass(frozen=True, slots=True)
 class KeyTemplate:
-    """A key such as ``usage/{model.key}/input_tokens``: literal text and expressions."""
+    """A key such as ``usage/{model.key}/tokens``: literal text and expressions."""
 
     text: str
     parts: tuple[str | Expr, ...]
