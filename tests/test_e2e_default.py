@@ -1,12 +1,14 @@
-"""End-to-end: the default mapping on a real offline eval, read back from a real sqlite store.
+"""End-to-end: the default mapping on a real offline eval, read back from real MLflow.
 
-One test per section of docs/default-mapping.md. The eval runs once per module (12 samples,
-2 epochs, 4 concurrent samples) and every test reads what actually reached MLflow.
+One test per section of docs/default-mapping.md. The module fixture runs the eval once per
+store (12 samples, 2 epochs, 4 concurrent samples): on a sqlite file and on a real
+`mlflow server` serving artifacts over HTTP; every test reads what actually reached it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from e2e_support import (
@@ -34,13 +36,17 @@ TABLES = (
 )
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("e2e-default")
-    uri = f"sqlite:///{root}/mlflow.db"
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("server", marks=pytest.mark.server)]
+)
+def logged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One eval per store, shared by the module's tests."""
+    root = tmp_path_factory.mktemp(f"e2e-default-{request.param}")
+    if request.param == "server":
+        uri = request.getfixturevalue("mlflow_server").url
+    else:
+        uri = f"sqlite:///{root}/mlflow.db"
     experiment = new_experiment_name("default")
-    import os
-
     cwd = os.getcwd()
     os.chdir(root)  # the sqlite store puts artifacts under ./mlruns
     try:
