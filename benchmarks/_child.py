@@ -1,0 +1,163 @@
+"""One timed eval in a fresh process: the unit the overhead benchmark repeats.
+
+Run by ``overhead.py`` as ``python benchmarks/_child.py --samples N --out FILE``, with
+``MLFLOW_TRACKING_URI`` set (hook on) or unset (hook off). Each eval gets a process of
+its own so that its peak memory (``ru_maxrss``) is its own and the two arms start alike.
+
+It writes one JSON object to ``--out``:
+
+- ``wall``: seconds spent in Inspect's ``eval()`` call (interpreter start-up and imports,
+  identical in both arms, are outside it; everything the hook does during the eval,
+  including MLflow's import and the wait for delivery at run end, is inside);
+- ``maxrss_kb``: the process's peak resident memory;
+- ``holds``: how long hook callbacks held the event loop (p50, p99, max, count, and the
+  worst callback by name). A callback holds the loop from each resumption to its next
+  suspension: an ``async`` hook method that awaits a thread holds it only before and after
+  the await. Measured by wrapping :class:`MlflowTrackingHook`'s methods in this process
+  with ``time.perf_counter`` around every step of the coroutine; the package itself is not
+  instrumented.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Generator
+from typing import Any
+
+
+class _Holds:
+    """Per-callback loop-holding times, in seconds."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.worst: dict[str, float] = defaultdict(float)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.times.append(seconds)
+        if seconds > self.worst[name]:
+            self.worst[name] = seconds
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.times)
+        if not ordered:
+            return {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "worst": {}}
+
+        def pct(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+        worst = dict(sorted(self.worst.items(), key=lambda kv: -kv[1])[:5])
+        return {
+            "count": len(ordered),
+            "p50": pct(50),
+            "p99": pct(99),
+            "max": ordered[-1],
+            "worst": worst,
+        }
+
+
+def _stepped(gen: Generator[Any, Any, Any], record: Callable[[float], None]) -> Any:
+    """Drive a coroutine's ``__await__`` generator, timing each step between suspensions."""
+    value: Any = None
+    error: BaseException | None = None
+    longest = 0.0
+    while True:
+        began = time.perf_counter()
+        try:
+            if error is not None:
+                yielded = gen.throw(error)
+            else:
+                yielded = gen.send(value)
+        except StopIteration as stop:
+            record(max(longest, time.perf_counter() - began))
+            return stop.value
+        except BaseException:
+            record(max(longest, time.perf_counter() - began))
+            raise
+        longest = max(longest, time.perf_counter() - began)
+        error, value = None, None
+        try:
+            value = yield yielded
+        except BaseException as thrown:  # delivered back into the coroutine
+            error = thrown
+
+
+class _Timed:
+    def __init__(self, coro: Any, record: Callable[[float], None]) -> None:
+        self._coro = coro
+        self._record = record
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return _stepped(self._coro.__await__(), self._record)
+
+
+def instrument(holds: _Holds) -> None:
+    """Wrap every ``on_*`` method and ``enabled`` of the hook class with timers."""
+    from inspect_mlflow._hook import MlflowTrackingHook
+
+    for name, original in list(vars(MlflowTrackingHook).items()):
+        if name.startswith("on_") and callable(original):
+
+            def make(method: Any, label: str) -> Any:
+                async def timed(self: Any, data: Any) -> Any:
+                    return await _Timed(method(self, data), lambda s: holds.add(label, s))
+
+                return timed
+
+            setattr(MlflowTrackingHook, name, make(original, name))
+
+    enabled = MlflowTrackingHook.enabled
+
+    def timed_enabled(self: Any) -> bool:
+        began = time.perf_counter()
+        try:
+            return enabled(self)
+        finally:
+            holds.add("enabled", time.perf_counter() - began)
+
+    MlflowTrackingHook.enabled = timed_enabled  # type: ignore[method-assign]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--samples", type=int, required=True)
+    parser.add_argument("--max-samples", type=int, default=20)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    from inspect_ai import eval as inspect_eval
+
+    from inspect_mlflow._demo import demo_model, demo_task
+
+    holds = _Holds()
+    instrument(holds)
+    task = demo_task(args.samples, name="overhead")
+    model = demo_model()  # Inspect loads and asks the hooks here, before the timed call
+    gc.collect()
+    with tempfile.TemporaryDirectory(prefix="inspect-overhead-") as log_dir:
+        began = time.perf_counter()
+        logs = inspect_eval(
+            task, model=model, log_dir=log_dir, display="none", max_samples=args.max_samples
+        )
+        wall = time.perf_counter() - began
+    status = logs[0].status if logs else "none"
+    result = {
+        "wall": wall,
+        "status": status,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "holds": holds.summary(),
+        "mlflow_imported": "mlflow" in sys.modules,
+    }
+    with open(args.out, "w", encoding="utf-8") as out:
+        json.dump(result, out)
+    return 0 if status == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""What logging to MLflow costs an eval: wall time, HTTP requests, memory, event-loop time.
+
+Starts a real ``mlflow server`` on 127.0.0.1 that serves artifacts itself
+(``--serve-artifacts --artifacts-destination``, as a shared team server does), then runs
+the same offline eval (the demo task: mock model, one tool call and one answer per
+sample, two scorers, ``max_samples=20``) with the hook off and on, alternating
+(off/on, on/off, ...), each eval in a fresh process. For each sample count it prints:
+
+- the median wall-time ratio on/off of Inspect's ``eval()`` call (per adjacent pair);
+- the HTTP requests the hook sent, from the server's access log: runs, params, metrics,
+  tags, tables and artifacts apart from trace requests (OTLP spans ``/v1/traces``,
+  ``start_trace``, assessments);
+- peak memory (``ru_maxrss``) of the off and on processes;
+- how long a hook callback held the event loop (p50, p99, max).
+
+``--latency 50`` puts a proxy on loopback between the hook and the server that delays
+every request by 50 ms, to show that the eval does not wait on the network.
+
+Usage (from the repository root)::
+
+    python benchmarks/overhead.py                      # N = 200 and 2000, 3 pairs each
+    python benchmarks/overhead.py --latency 50         # the same through a 50 ms proxy
+    python benchmarks/overhead.py --quick              # N = 50, one pair (CI smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+HERE = Path(__file__).resolve().parent
+CHILD = HERE / "_child.py"
+sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's server helper
+sys.path.insert(0, str(HERE))
+
+from _proxy import DelayProxy  # noqa: E402
+from mlflow_server import MlflowServer, remove, start_mlflow_server  # noqa: E402
+
+MAX_SAMPLES = 20
+TARGET_RATIO = 1.05
+TARGET_REQUESTS_200 = 40
+TARGET_P99_MS = 1.0
+TARGET_MEMORY = 1.2
+
+
+def classify(path: str, method: str) -> str:
+    """Which kind of MLflow request an access-log path is."""
+    if path.startswith("/v1/traces"):
+        return "spans"
+    if "/assessments" in path:
+        return "assessments"
+    if path.rstrip("/").endswith("/mlflow/traces") and method == "POST":
+        return "start_trace"
+    if "/traces" in path:
+        return "trace_other"
+    if "/mlflow-artifacts/" in path:
+        return "artifacts"
+    return "tracking"
+
+
+TRACE_KINDS = ("spans", "start_trace", "assessments", "trace_other")
+
+
+@dataclass
+class Case:
+    """All runs of one sample count at one latency."""
+
+    samples: int
+    latency_ms: float
+    off: list[dict[str, Any]] = field(default_factory=list)
+    on: list[dict[str, Any]] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    def median(self, arm: str, key: str) -> float:
+        return statistics.median(run[key] for run in getattr(self, arm))
+
+    def requests(self, kinds: tuple[str, ...] | None = None) -> float:
+        """Median over the on runs of the requests of the given kinds (None: not traces)."""
+        counts = []
+        for run in self.on:
+            by_kind = run["requests_by_kind"]
+            if kinds is None:
+                counts.append(sum(n for k, n in by_kind.items() if k not in TRACE_KINDS))
+            else:
+                counts.append(sum(by_kind.get(k, 0) for k in kinds))
+        return statistics.median(counts)
+
+    def holds(self, key: str) -> float:
+        """Worst (over the on runs) of a loop-holding statistic, in milliseconds."""
+        return max(run["holds"][key] for run in self.on) * 1000
+
+
+def child_env(tracking_uri: str | None, experiment: str) -> dict[str, str]:
+    """The environment of one eval: defaults for every inspect-mlflow setting."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("INSPECT_MLFLOW_")
+        and k not in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
+    }
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+        env["MLFLOW_EXPERIMENT_NAME"] = experiment
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def run_child(
+    samples: int, tracking_uri: str | None, experiment: str, work: Path, timeout: float
+) -> dict[str, Any]:
+    """One eval in a fresh process; returns what ``_child.py`` measured."""
+    out = work / f"result-{time.monotonic_ns()}.json"
+    command = [sys.executable, str(CHILD), "--samples", str(samples), "--out", str(out)]
+    command += ["--max-samples", str(MAX_SAMPLES)]
+    done = subprocess.run(
+        command,
+        env=child_env(tracking_uri, experiment),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(
+            f"eval with {samples} samples (hook {'on' if tracking_uri else 'off'}) failed "
+            f"({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["stderr"] = done.stderr
+    return result
+
+
+def count_requests(server: MlflowServer, offset: int) -> Counter[tuple[str, str]]:
+    """Requests the server logged after ``offset``, once its log has stopped growing."""
+    size = -1
+    for _ in range(20):
+        if server.log_size() == size:
+            break
+        size = server.log_size()
+        time.sleep(0.25)
+    return server.requests_since(offset)
+
+
+def run_on(
+    case: Case, server: MlflowServer, url: str, work: Path, index: int, timeout: float
+) -> None:
+    offset = server.log_size()
+    experiment = f"overhead-{case.samples}-{int(case.latency_ms)}ms-{index}-{os.getpid()}"
+    result = run_child(case.samples, url, experiment, work, timeout)
+    requests = count_requests(server, offset)
+    by_kind: Counter[str] = Counter()
+    for (method, path), n in requests.items():
+        by_kind[classify(path, method)] += n
+    result["requests"] = {f"{m} {p}": n for (m, p), n in sorted(requests.items())}
+    result["requests_by_kind"] = dict(by_kind)
+    if "WARNING" in result["stderr"] and "inspect-mlflow" in result["stderr"]:
+        print(f"  warning from the hook:\n{result['stderr'][-1500:]}", file=sys.stderr)
+    case.on.append(result)
+
+
+def run_case(
+    samples: int, latency_ms: float, pairs: int, server: MlflowServer, url: str, work: Path
+) -> Case:
+    case = Case(samples, latency_ms)
+    timeout = 120 + samples * 0.5
+    for index in range(pairs):
+        # Alternate the order inside each pair (off/on, on/off, ...) so that a drift in
+        # the machine's load weighs on both arms alike.
+        arms = ("off", "on") if index % 2 == 0 else ("on", "off")
+        for arm in arms:
+            if arm == "off":
+                case.off.append(run_child(samples, None, "", work, timeout))
+            else:
+                run_on(case, server, url, work, index, timeout)
+        ratio = case.on[-1]["wall"] / case.off[-1]["wall"]
+        case.ratios.append(ratio)
+        print(
+            f"  N={samples} latency={latency_ms:g}ms pair {index + 1}/{pairs}: "
+            f"off {case.off[-1]['wall']:.2f}s, on {case.on[-1]['wall']:.2f}s, "
+            f"ratio {ratio:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return case
+
+
+HEADER = (
+    "| samples | latency ms | eval s off | eval s on | ratio on/off | requests | "
+    "trace requests | trace req/sample | peak MB off | peak MB on | memory on/off | "
+    "hold p50 ms | hold p99 ms | hold max ms |"
+)
+
+
+def row(case: Case) -> str:
+    traces = case.requests(TRACE_KINDS)
+    off_mb = case.median("off", "maxrss_kb") / 1024
+    on_mb = case.median("on", "maxrss_kb") / 1024
+    cells = [
+        f"{case.samples}",
+        f"{case.latency_ms:g}",
+        f"{case.median('off', 'wall'):.2f}",
+        f"{case.median('on', 'wall'):.2f}",
+        f"{statistics.median(case.ratios):.3f}",
+        f"{case.requests():g}",
+        f"{traces:g}",
+        f"{traces / case.samples:.2f}",
+        f"{off_mb:.0f}",
+        f"{on_mb:.0f}",
+        f"{on_mb / off_mb:.2f}",
+        f"{case.holds('p50'):.3f}",
+        f"{case.holds('p99'):.3f}",
+        f"{case.holds('max'):.1f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def report(cases: list[Case], pairs: int) -> None:
+    print(
+        f"\ninspect-mlflow overhead: demo eval (mock model, one tool call and one answer "
+        f"per sample, two scorers), max_samples={MAX_SAMPLES}, {pairs} off/on pair(s) "
+        "per row, default mapping (tables, artifacts, traces on), real mlflow server "
+        "with --serve-artifacts on 127.0.0.1\n"
+    )
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    for case in cases:
+        print(row(case))
+    print(
+        "\nratio: median over pairs of eval() wall time on/off; requests: runs, params, "
+        "metrics, tags, tables and artifacts (median of the on runs); trace requests: "
+        "OTLP spans + start_trace + assessments; hold: time a hook callback held the "
+        "event loop (worst on run)."
+    )
+    for case in cases:
+        last = case.on[-1]
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(last["requests_by_kind"].items()))
+        worst = ", ".join(f"{k} {v * 1000:.1f}ms" for k, v in last["holds"]["worst"].items())
+        print(f"\nN={case.samples}, latency {case.latency_ms:g} ms, last on run:")
+        print(f"  requests by kind: {kinds}")
+        for endpoint, n in last["requests"].items():
+            print(f"    {n:6d}  {endpoint}")
+        print(f"  longest callbacks: {worst}")
+    print("\ntargets:")
+    for case in cases:
+        ratio = statistics.median(case.ratios)
+        memory = case.median("on", "maxrss_kb") / case.median("off", "maxrss_kb")
+        checks = [
+            (f"ratio {ratio:.3f} <= {TARGET_RATIO}", ratio <= TARGET_RATIO),
+            (
+                f"hook callback p99 {case.holds('p99'):.3f} ms < {TARGET_P99_MS} ms",
+                case.holds("p99") < TARGET_P99_MS,
+            ),
+            (f"peak memory on/off {memory:.2f} <= {TARGET_MEMORY}", memory <= TARGET_MEMORY),
+        ]
+        if case.samples == 200:
+            requests = case.requests()
+            checks.append(
+                (
+                    f"requests {requests:g} <= {TARGET_REQUESTS_200}",
+                    requests <= TARGET_REQUESTS_200,
+                )
+            )
+        for text, met in checks:
+            status = "met" if met else "NOT met"
+            print(f"  N={case.samples} latency {case.latency_ms:g} ms: {text}: {status}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Measure what inspect-mlflow costs an eval against a real mlflow server.",
+    )
+    parser.add_argument(
+        "--samples", type=int, nargs="+", default=[200, 2000], help="sample counts (200 2000)"
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="off/on pairs per count (3)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="added latency per request in ms, one or more (0 = direct to the server)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="N = 50, one pair, no warm-up (a smoke test)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.pairs = [50], 1
+    if args.pairs < 1 or any(n < 1 for n in args.samples):
+        parser.error("--pairs and --samples must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="inspect-mlflow-overhead-") as tmp:
+        work = Path(tmp)
+        print("starting mlflow server ...", file=sys.stderr, flush=True)
+        server = start_mlflow_server(work / "server")
+        try:
+            port = urlparse(server.url).port
+            assert port is not None
+            if not args.quick:
+                # Warm the server (experiment tables, first requests) and the disk caches.
+                run_child(20, server.url, "overhead-warmup", work, 300)
+            cases: list[Case] = []
+            for latency in args.latency:
+                for samples in args.samples:
+                    if latency > 0:
+                        with DelayProxy("127.0.0.1", port, latency / 1000) as proxy:
+                            cases.append(
+                                run_case(samples, latency, args.pairs, server, proxy.url, work)
+                            )
+                    else:
+                        cases.append(run_case(samples, 0, args.pairs, server, server.url, work))
+            report(cases, args.pairs)
+        finally:
+            remove(server)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
