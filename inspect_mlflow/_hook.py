@@ -9,10 +9,13 @@ short-lived loops, so all shared state sits behind the session's lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.hooks import Hooks, TaskEnd
 
@@ -120,6 +123,11 @@ class MlflowTrackingHook(Hooks):
 
     async def on_run_end(self, data: Any) -> None:
         """Close tasks whose task_end never fired, then the run; deliver and report."""
+        if data.exception is None and not data.logs and data.run_id in self._open_tasks.values():
+            # Ctrl-C under asyncio: Inspect ends the run with neither an exception nor
+            # logs while its tasks never ended. Tell the mapping the run was cancelled.
+            interrupted = asyncio.CancelledError("the run ended before its tasks (interrupted)")
+            data = dataclasses.replace(data, exception=interrupted)
         for log in data.logs or []:
             eval_id = log.eval.eval_id
             if self._open_tasks.get(eval_id) == data.run_id:
@@ -140,12 +148,15 @@ class MlflowTrackingHook(Hooks):
         if session is None:
             return
         timeout = session.settings.flush_timeout
-        await asyncio.to_thread(session.finish, timeout)
-        if not session.has_open_runs():
-            session.stop_autolog()
-            await asyncio.to_thread(session.close, timeout)
-            if self._session is session:
-                self._session = None
+        # Shielded: an interrupted run ends inside a cancelled scope, and a cancellation
+        # here would leave writes undelivered (and make Inspect end the run a second time).
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(session.finish, timeout)
+            if not session.has_open_runs():
+                session.stop_autolog()
+                await anyio.to_thread.run_sync(session.close, timeout)
+                if self._session is session:
+                    self._session = None
 
 
 def _make_point_method(point: str) -> Any:
