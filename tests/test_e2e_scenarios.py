@@ -690,10 +690,10 @@ def test_without_a_tracking_uri_nothing_is_logged(tmp_path: Path) -> None:
                 log_dir=str(tmp_path / "logs"),
                 display="none",
             )
+            enabled = _tracking_hook().enabled()
     finally:
         os.chdir(cwd)
     assert logs[0].status == "success"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]  # no mlflow.db, no mlruns
-    hook = _tracking_hook()
-    assert hook._session is None
-    assert hook.enabled() is False
+    assert enabled is False
+    assert _tracking_hook()._session is None
