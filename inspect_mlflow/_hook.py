@@ -41,11 +41,17 @@ class MlflowTrackingHook(Hooks):
         self._settings: Settings | None = None
         self._mapping: Any = None
         self._points: frozenset[str] = frozenset()
+        # Points that may open a resumable run (their saved state is read first).
+        self._resume_points: frozenset[str] = frozenset()
         self._session: Any = None
         self._start_lock = threading.Lock()
         self._said_off = False
         # eval_ids whose task_start fired and whose task_end has not (yet).
         self._open_tasks: dict[str, str] = {}
+        # eval_id -> (run_id, task identity): every attempt of a task has its own
+        # eval_id but one task id, which the hook adds to each point's context.
+        self._task_ids: dict[str, tuple[str, str]] = {}
+        self._said_resume = False
 
     # -- activation -------------------------------------------------------------------
 
@@ -76,6 +82,9 @@ class MlflowTrackingHook(Hooks):
             ) from None
         self._settings = settings
         self._points = self._mapping.points()
+        self._resume_points = frozenset(
+            spec.open for spec in self._mapping.runs.values() if spec.resume is not None
+        )
         self._checked = True
         return True
 
@@ -93,27 +102,61 @@ class MlflowTrackingHook(Hooks):
 
     # -- dispatch ---------------------------------------------------------------------
 
+    def _ids(self, data: Any) -> dict[str, Any]:
+        """Identities the payload lacks but the mapping may key runs by (``task_id``)."""
+        known = self._task_ids.get(getattr(data, "eval_id", None) or "")
+        return {"task_id": known[1]} if known else {}
+
     def _dispatch(self, point: str, data: Any) -> None:
         session = self._session_for(point)
         if session is None:
             return
         try:
-            session.handle(point, data)
+            session.handle(point, data, **self._ids(data))
         except Exception as err:  # never break the eval; count and tell once
             session.errors += 1
             if session.errors == 1:
                 logger.warning("inspect-mlflow: error at %s: %r", point, err)
+
+    async def _prepare(self, point: str, data: Any) -> None:
+        """Let the session read the saved state of runs this point continues.
+
+        Off the event loop, bounded by the flush timeout; when it fails the run still
+        continues, but its counters start again at zero (said once, at warning level).
+        """
+        session = self._session_for(point) if point in self._resume_points else None
+        if session is None:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(session.prepare, point, data, **self._ids(data)),
+                timeout=session.settings.flush_timeout,
+            )
+        except Exception as err:
+            if not self._said_resume:
+                self._said_resume = True
+                logger.warning(
+                    "inspect-mlflow: could not read the state of a run to continue at %s "
+                    "(its counters restart at zero): %r",
+                    point,
+                    err,
+                )
 
     async def on_run_start(self, data: Any) -> None:
         """Open the eval-level run and switch provider autolog on."""
         session = self._session_for("run_start")
         if session is not None:
             session.start_autolog()
+        await self._prepare("run_start", data)
         self._dispatch("run_start", data)
 
     async def on_task_start(self, data: Any) -> None:
         """Open the task run; remember it so a missing task_end can be made good."""
         self._open_tasks[data.eval_id] = data.run_id
+        task_id = getattr(data.spec, "task_id", None)
+        if task_id:
+            self._task_ids[data.eval_id] = (data.run_id, task_id)
+        await self._prepare("task_start", data)
         self._dispatch("task_start", data)
 
     async def on_task_end(self, data: Any) -> None:
@@ -140,6 +183,9 @@ class MlflowTrackingHook(Hooks):
             if run_id == data.run_id:
                 del self._open_tasks[eval_id]
         self._dispatch("run_end", data)
+        for eval_id, (run_id, _) in list(self._task_ids.items()):
+            if run_id == data.run_id:
+                del self._task_ids[eval_id]
         await self._finish_run()
 
     async def _finish_run(self) -> None:
@@ -161,6 +207,8 @@ class MlflowTrackingHook(Hooks):
 
 def _make_point_method(point: str) -> Any:
     async def method(self: MlflowTrackingHook, data: Any) -> None:
+        if point in self._resume_points:
+            await self._prepare(point, data)
         self._dispatch(point, data)
 
     method.__name__ = f"on_{point}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspect_mlflow import _autolog
 from inspect_mlflow._config import Settings
@@ -18,6 +18,9 @@ from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.operations import LogTrace, Operation
 from inspect_mlflow._runtime.views import context
 from inspect_mlflow._writer.writer import BackgroundWriter
+
+if TYPE_CHECKING:
+    from inspect_mlflow._writer.mlflow_sink import MlflowSink
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ class Session:
             },
         )
         self.writer = BackgroundWriter(self.sink)
+        self.resume_points = self.engine.resume_points
+        """Points that may continue a run closed in an earlier process (see :meth:`prepare`)."""
+        self._reader: MlflowSink | None = None
         self._autologged: list[str] | None = None
         self.errors = 0
 
@@ -63,11 +69,39 @@ class Session:
             _autolog.disable(self._autologged)
         self._autologged = None
 
-    def handle(self, point: str, data: Any) -> None:
-        """Evaluate the mapping for one lifecycle point and enqueue the writes."""
+    def prepare(self, point: str, data: Any, **ids: Any) -> None:
+        """Read what runs this point continues were left with (before :meth:`handle`).
+
+        A resumable run that ended in an earlier process keeps counting from where it
+        stopped: its saved counters and series are read from MLflow (a few requests per
+        such run, only for points in :attr:`resume_points`) and handed to the engine.
+        Blocks on the network: the hook calls it in a worker thread, with a deadline.
+        """
+        if point not in self.resume_points:
+            return
+        ctx = context(point, data, **ids)
+        with self._lock:
+            keys = self.engine.pending_resumes(point, ctx)
+        if not keys:
+            return
+        if self._reader is None:
+            from inspect_mlflow._writer.mlflow_sink import MlflowSink
+
+            assert self.settings.tracking_uri is not None
+            self._reader = MlflowSink(self.settings.tracking_uri, self.settings.experiment_name)
+        for key in keys:
+            state = self._reader.read_run_state(key)
+            with self._lock:
+                self.engine.restore(key, state)
+
+    def handle(self, point: str, data: Any, **ids: Any) -> None:
+        """Evaluate the mapping for one lifecycle point and enqueue the writes.
+
+        ``ids`` are identities the hook adds to the context (for example ``task_id``).
+        """
         if point not in self.points:
             return
-        ctx = context(point, data)
+        ctx = context(point, data, **ids)
         with self._lock:
             ops: list[Operation] = self.engine.handle(point, ctx)
         if not self.settings.traces:

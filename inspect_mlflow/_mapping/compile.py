@@ -164,6 +164,17 @@ class _Compiler:
         value = spec.get(name)
         return None if value is None else self.expr((*path, name), value)
 
+    def flag(self, spec: Mapping[str, Any], path: DataPath, name: str) -> Expr | None:
+        """A key that is a boolean or an expression, compiled as an expression or None.
+
+        ``true`` becomes an expression that is always true; ``false`` and absent become
+        None (never); a string is compiled like any other expression.
+        """
+        value = spec.get(name)
+        if value is True:
+            value = "`true`"
+        return self.expr((*path, name), value) if isinstance(value, str) else None
+
     def template(self, path: DataPath, text: Any, *, key: bool) -> KeyTemplate | None:
         """Compile a key template (a map key when ``key``, else a string value)."""
         if not isinstance(text, str):
@@ -236,6 +247,7 @@ class _Compiler:
             tags=self.entries(spec, path, "tags"),
             status=self.optional(spec, path, "status"),  # type: ignore[arg-type]
             where=self.locator.where(path),
+            resume=self.flag(spec, path, "resume"),
         )
 
     def spans(self, spec: Mapping[str, Any], path: DataPath) -> SpanSpec:

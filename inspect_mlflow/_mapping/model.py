@@ -194,6 +194,9 @@ class RunSpec:
     tags: Entries
     status: Expr
     where: Where
+    resume: Expr | None = None
+    """When truthy on the opening context, a run with the same key that was closed
+    before (in this process or an earlier one) is continued instead of left closed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from inspect_mlflow._mapping.model import (
 )
 from inspect_mlflow._runtime.keys import MAX_KEY_LENGTH, safe_key, to_text, truncate_text
 from inspect_mlflow._runtime.operations import (
+    RUN_STATE_PATH,
     AppendRows,
     CloseRun,
     FeedbackData,
@@ -150,6 +151,8 @@ class _Run:
     """(namespace, safe key) -> the original key that took it first."""
     renamed: dict[tuple[str, str], str] = field(default_factory=dict)
     """(namespace, original key) -> the suffixed key it was given after a collision."""
+    resume: bool = False
+    """Opened with a truthy ``resume``: kept (parked) when closed, so it can continue."""
 
 
 _COMPUTED = frozenset({"counter", "series", "run"})
@@ -281,6 +284,14 @@ class Engine:
         self.problems = Problems()
         self._runs: dict[str, _Run] = {}
         self._closed: set[str] = set()
+        self._parked: dict[str, _Run] = {}
+        """Closed resumable runs of this process, by key: their state, should they continue."""
+        self._saved: dict[str, Mapping[str, Any]] = {}
+        """State of resumable runs closed in an earlier process (see :meth:`restore`)."""
+        self.resume_points: frozenset[str] = frozenset(
+            spec.open for spec in mapping.runs.values() if spec.resume is not None
+        )
+        """Points that may open a resumable run (their state may need :meth:`restore`)."""
         self._safe_cache: dict[str, str] = {}
         self._epoch_ns = _epoch_ns_function()
         self._options = OPTIONS
@@ -350,6 +361,36 @@ class Engine:
         """Logical keys of the runs still open, in the order they were opened."""
         return list(self._runs)
 
+    def pending_resumes(self, point: str, ctx: Mapping[str, Any]) -> list[str]:
+        """Keys of resumable runs ``point`` opens on ``ctx`` that this engine knows nothing of.
+
+        Their state (counters, series) may sit in MLflow from an earlier process; the
+        caller reads it and hands it to :meth:`restore` before :meth:`handle`, so that a
+        continued run counts on instead of starting again at zero. Changes nothing.
+        """
+        keys: list[str] = []
+        cache: dict[str, str | None] = {}
+        for spec in self._opens.get(point, ()):
+            if spec.resume is None:
+                continue
+            key = self._run_key(spec.kind, ctx, cache)
+            if key is None or key in self._runs or key in self._parked or key in self._saved:
+                continue
+            if self._resumes(spec, ctx):
+                keys.append(key)
+        return keys
+
+    def restore(self, key: str, state: Mapping[str, Any] | None) -> None:
+        """Give a resumable run the state it was closed with in an earlier process.
+
+        Args:
+            key: The run's logical key (from :meth:`pending_resumes`).
+            state: The saved ``{"counters": {...}, "series": {...}}`` (see
+                ``RUN_STATE_PATH``), or None when there is none: the run then starts
+                from zero, and is not asked for again.
+        """
+        self._saved[key] = state if isinstance(state, Mapping) else {}
+
     def problem_summary(self) -> list[str]:
         """One line per kind of problem counted so far (empty when all went well)."""
         return self.problems.summary()
@@ -390,7 +431,10 @@ class Engine:
         if key is None:
             self.problems.add("no_run", spec.where, f"{spec.kind} run not opened: its key is null")
             return
-        if key in self._runs or key in self._closed:
+        if key in self._runs:
+            return
+        resume = spec.resume is not None and self._resumes(spec, ctx)
+        if key in self._closed and not resume:
             return
         parent = None
         if spec.parent is not None:
@@ -400,7 +444,9 @@ class Engine:
                     "no_run", spec.where, f"parent {spec.parent} run of {key} is not open"
                 )
                 parent = None
-        run = _Run(spec=spec, key=key, name=None, parent=parent)
+        run = _Run(spec=spec, key=key, name=None, parent=parent, resume=resume)
+        if resume:
+            self._carry_over(run)
         doc = _Doc(ctx, self, run, {})
         if spec.name is not None:
             name = self._search(spec.name, doc)
@@ -411,7 +457,37 @@ class Engine:
         self._runs[key] = run
         if parent is not None:
             self._runs[parent].children.append(key)
-        ops.append(OpenRun(key, spec.kind, run.name, parent, tags, now_ms))
+        ops.append(OpenRun(key, spec.kind, run.name, parent, tags, now_ms, resume=resume))
+
+    def _resumes(self, spec: RunSpec, ctx: Mapping[str, Any]) -> bool:
+        """Whether ``spec``'s ``resume`` is truthy on the opening context."""
+        if spec.resume is None:
+            return False
+        value = self._search(spec.resume, ctx)
+        return value is not _MISSING and not _is_false(value)
+
+    def _carry_over(self, run: _Run) -> None:
+        """Continue the counts of a run closed earlier in this process or an earlier one."""
+        parked = self._parked.pop(run.key, None)
+        if parked is not None:
+            run.counters, run.series, run.seen = parked.counters, parked.series, parked.seen
+            run.keys, run.renamed = parked.keys, parked.renamed
+            return
+        saved = self._saved.pop(run.key, None) or {}
+        counters = saved.get("counters")
+        if isinstance(counters, Mapping):
+            run.counters = {
+                name: value
+                for name, value in counters.items()
+                if name in self.counter_names and isinstance(value, int) and value >= 0
+            }
+        series = saved.get("series")
+        if isinstance(series, Mapping):
+            run.series = {
+                name: list(values)
+                for name, values in series.items()
+                if name in self.series_names and isinstance(values, list)
+            }
 
     def _close_kind(
         self,
@@ -455,6 +531,11 @@ class Engine:
                     )
         del self._runs[run.key]
         self._closed.add(run.key)
+        if run.resume:
+            self._parked[run.key] = run
+            if run.counters or run.series:  # nothing saved reads back as "start at zero"
+                state = {"version": 1, "counters": dict(run.counters), "series": run.series}
+                ops.append(LogArtifact(run.key, RUN_STATE_PATH, json_value(state)))
         parent = self._runs.get(run.parent) if run.parent else None
         if parent is not None and run.key in parent.children:
             parent.children.remove(run.key)

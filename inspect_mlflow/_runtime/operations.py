@@ -36,6 +36,16 @@ class OpenRun:
     """Tags set when the run is created."""
     start_time_ms: int = 0
     """Start time, milliseconds since the epoch."""
+    resume: bool = False
+    """Continue the run with this logical key if it exists already (found by its key,
+    even when it ended in an earlier process): set it RUNNING again, keep its creation
+    tags, and append to its tables at close instead of replacing them."""
+
+
+RUN_STATE_PATH = "inspect_mlflow/state.json"
+"""Artifact where a resumable run's counters and series are kept when it closes, so a
+later process that continues the run carries on counting (``{"version", "counters",
+"series"}``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from inspect_mlflow._runtime.operations import (
+    RUN_STATE_PATH,
     AppendRows,
     CloseRun,
     LogArtifact,
@@ -276,6 +278,9 @@ class MlflowSink:
         self._experiment_id: str | None = None
         self._run_ids: dict[str, str] = {}
         self._closed: set[str] = set()
+        self._continued: set[str] = set()
+        """Runs that existed before this sink opened them (their tables get appended to)."""
+        self._merged: dict[str, set[tuple[str, str]]] = {}
         self._tables: dict[str, dict[tuple[str, str], list[dict[str, Any]]]] = {}
         self._logged_tables: dict[str, list[dict[str, str]]] = {}
         self._trace_sender: Any = None
@@ -291,6 +296,31 @@ class MlflowSink:
     def run_id(self, run: str) -> str | None:
         """The MLflow run id of a logical run key, if this sink created or found it."""
         return self._run_ids.get(run)
+
+    def read_run_state(self, run: str) -> dict[str, Any] | None:
+        """The state a resumable run was closed with, read from MLflow (for continuing it).
+
+        Meant for a separate sink instance that only reads, on the caller's thread, while
+        the writer's own sink delivers: it caches nothing but the experiment id. Costs a
+        run search, and, when the run exists, a listing and a download of its state file.
+
+        Args:
+            run: Logical run key.
+
+        Returns:
+            The saved ``{"version", "counters", "series"}``; ``{}`` when the run exists
+            but has no saved state (it never closed); None when there is no such run.
+        """
+        if self._experiment_id is None:
+            experiment = self._call("get_experiment_by_name", self.experiment_name)
+            if experiment is None or experiment.lifecycle_stage != "active":
+                return None
+            self._experiment_id = str(experiment.experiment_id)
+        existing = self._search_run(run)
+        if existing is None:
+            return None
+        state = self._download_json(existing.info.run_id, RUN_STATE_PATH)
+        return state if isinstance(state, dict) else {}
 
     def send(self, ops: Sequence[Operation]) -> None:
         """Deliver a batch in order (see the module docstring for how it is grouped).
@@ -454,9 +484,15 @@ class MlflowSink:
 
     def _open_run(self, op: OpenRun, rejected: list[Rejection]) -> None:
         if op.run in self._run_ids:
+            if op.resume and op.run in self._closed:
+                self._reopen(op.run, "FINISHED")
             return
-        if self.resume and self._find_run(op.run):
-            return
+        if self.resume or op.resume:
+            found = self._find_run(op.run)
+            if found is not None:
+                if op.resume:
+                    self._reopen(op.run, found.info.status)
+                return
         tags = {str(k): str(v) for k, v in op.tags.items()}
         essential: dict[str, str] = {RUN_KEY_TAG: op.run}
         if op.name:
@@ -478,10 +514,17 @@ class MlflowSink:
         )
         self._run_ids[op.run] = run.info.run_id
 
-    def _find_run(self, run: str) -> bool:
-        """Adopt an existing run tagged with this logical key (replay); True if found."""
+    def _reopen(self, run: str, status: str) -> None:
+        """Continue a run that ended: RUNNING again, and its tables get appended to."""
+        if status != "RUNNING":
+            self._call("update_run", self._run_ids[run], status="RUNNING")
+        self._closed.discard(run)
+        self._continued.add(run)
+
+    def _search_run(self, run: str) -> Any:
+        """The active run tagged with this logical key, or None (one request)."""
         if "'" in run or "\\" in run:
-            return False  # not expressible in a filter string; create a new run instead
+            return None  # not expressible in a filter string; create a new run instead
         found = self._call(
             "search_runs",
             [self._experiment_id],
@@ -489,9 +532,13 @@ class MlflowSink:
             run_view_type=ViewType.ACTIVE_ONLY,
             max_results=1,
         )
-        if not found:
-            return False
-        existing = found[0]
+        return found[0] if found else None
+
+    def _find_run(self, run: str) -> Any:
+        """Adopt an existing run tagged with this logical key; the MLflow run, or None."""
+        existing = self._search_run(run)
+        if existing is None:
+            return None
         self._run_ids[run] = existing.info.run_id
         try:
             logged = json.loads(existing.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
@@ -499,13 +546,19 @@ class MlflowSink:
             logged = []
         if isinstance(logged, list):
             self._logged_tables[run] = [e for e in logged if isinstance(e, dict)]
-        return True
+        return existing
 
     def _close_run(self, op: CloseRun, rejected: list[Rejection]) -> None:
         run_id = self._require_run(op.run)
         tables = self._tables.get(op.run, {})
         logged = list(self._logged_tables.get(op.run, []))
         for (path, fmt), rows in tables.items():
+            if op.run in self._continued and (path, fmt) not in self._merged.get(op.run, set()):
+                # A continued run keeps the rows it wrote before: read them back first.
+                # Once merged, the rows stay merged in memory (a retried close must not
+                # read back what it wrote itself).
+                rows[:0] = self._existing_rows(run_id, path, fmt)
+                self._merged.setdefault(op.run, set()).add((path, fmt))
             try:
                 text = table_json(rows) if fmt == "table" else _dumps(rows)
             except (TypeError, ValueError) as error:
@@ -520,7 +573,38 @@ class MlflowSink:
             self._logged_tables[op.run] = logged
         self._call("set_terminated", run_id, status=op.status, end_time=op.end_time_ms or None)
         self._tables.pop(op.run, None)
+        self._merged.pop(op.run, None)
         self._closed.add(op.run)
+
+    def _existing_rows(self, run_id: str, path: str, fmt: str) -> list[Any]:
+        """The rows of a table or record file a run already has (none when absent)."""
+        content = self._download_json(run_id, path)
+        if fmt == "table":
+            if not isinstance(content, dict):
+                return []
+            columns, data = content.get("columns"), content.get("data")
+            if not isinstance(columns, list) or not isinstance(data, list):
+                return []
+            return [dict(zip(columns, row, strict=False)) for row in data if isinstance(row, list)]
+        return list(content) if isinstance(content, list) else []
+
+    def _download_json(self, run_id: str, path: str) -> Any:
+        """Parse a JSON artifact of a run; None when the run has no such file.
+
+        Lists the parent folder first, so a missing file is an answer and not an error
+        (stores differ in what they raise for one); a failing call still raises.
+        """
+        folder = path.rpartition("/")[0] or None
+        listed = self._call("list_artifacts", run_id, folder)
+        if not any(entry.path == path and not entry.is_dir for entry in listed):
+            return None
+        with tempfile.TemporaryDirectory(prefix="inspect-mlflow-") as tmp:
+            local = self._call("download_artifacts", run_id, path, tmp)
+            try:
+                with open(local, encoding="utf-8") as handle:
+                    return json.load(handle)
+            except ValueError:
+                return None
 
     # -- tags, params, metrics -------------------------------------------------------
 
