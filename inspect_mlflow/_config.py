@@ -7,10 +7,12 @@ else, so a user reading one error message knows which variable to fix.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 KNOWN_PROVIDERS: tuple[str, ...] = (
     "openai",
@@ -25,6 +27,18 @@ KNOWN_PROVIDERS: tuple[str, ...] = (
 )
 DEFAULT_PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "langchain", "litellm")
 DEFAULT_EXPERIMENT = "inspect_ai"
+
+SECRET_VARIABLES: tuple[str, ...] = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "DATABRICKS_TOKEN",
+    "DATABRICKS_CLIENT_SECRET",
+)
+"""Credentials MLflow reads from the environment: their values never appear in anything
+the package writes or prints."""
+
+_MIN_SECRET_CHARS = 4
+"""Shorter values are not scrubbed (replacing every ``a`` in a log would help nobody)."""
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -54,7 +68,15 @@ class Settings:
     trace_max_text: int = 20_000
     """Text span inputs/outputs/attributes longer than this are cut with a marker."""
     flush_timeout: float = 30.0
-    """Seconds the end of a run may wait for undelivered writes before reporting them."""
+    """Seconds the end of a run may wait for undelivered writes before spooling them."""
+    spool_dir: Path | None = None
+    """Where undelivered writes are kept for ``inspect-mlflow replay``; None: the default
+    per-user cache directory."""
+    max_queue_size: int = 100_000
+    """Write operations that may wait in memory; beyond it they go to the spool."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Values of MLflow's credential variables (and a password in the tracking URI),
+    scrubbed from everything written or printed. Never shown in a repr."""
 
     @property
     def active(self) -> bool:
@@ -94,7 +116,7 @@ def _parse_number(env: Mapping[str, str], name: str, default: float, kind: type)
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or value <= 0:
+    if value is None or not math.isfinite(value) or value <= 0:
         raise SettingsError(
             f"{name}={raw!r} is not a positive {kind.__name__}. "
             f"Set it to a number such as {default!r}, or unset it to get that default."
@@ -129,6 +151,42 @@ def parse_providers(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return providers
 
 
+def secret_values(env: Mapping[str, str], tracking_uri: str | None) -> tuple[str, ...]:
+    """The credential values to scrub: MLflow's secret variables and a URI password."""
+    values = [v for name in SECRET_VARIABLES if (v := _get(env, name)) is not None]
+    if tracking_uri:
+        try:
+            password = urlsplit(tracking_uri).password
+        except ValueError:
+            password = None
+        if password:
+            values.append(password)
+    found = {v for v in values if len(v) >= _MIN_SECRET_CHARS}
+    return tuple(sorted(found, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def _spool_dir(env: Mapping[str, str]) -> Path | None:
+    raw = _get(env, "INSPECT_MLFLOW_SPOOL_DIR")
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SettingsError(
+            f"INSPECT_MLFLOW_SPOOL_DIR={raw!r} is not a directory. Point it at a directory "
+            "(created if missing) for writes MLflow could not take, or unset it to use the "
+            "default in your cache directory."
+        )
+    return path
+
+
+def resolve_spool_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The spool directory: ``INSPECT_MLFLOW_SPOOL_DIR``, else the per-user default."""
+    from inspect_mlflow._writer.spool import default_spool_dir
+
+    env = os.environ if env is None else env
+    return _spool_dir(env) or default_spool_dir(env)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment (``os.environ`` by default); raise SettingsError when bad."""
     env = os.environ if env is None else env
@@ -158,4 +216,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         trace_max_spans=int(_parse_number(env, "INSPECT_MLFLOW_TRACE_MAX_SPANS", 1000, int)),
         trace_max_text=int(_parse_number(env, "INSPECT_MLFLOW_TRACE_MAX_TEXT", 20_000, int)),
         flush_timeout=_parse_number(env, "INSPECT_MLFLOW_FLUSH_TIMEOUT", 30.0, float),
+        spool_dir=_spool_dir(env),
+        max_queue_size=int(_parse_number(env, "INSPECT_MLFLOW_MAX_QUEUE_SIZE", 100_000, int)),
+        secrets=secret_values(env, tracking_uri),
     )

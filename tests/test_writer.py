@@ -376,8 +376,11 @@ def test_shutdown_with_a_hanging_sink_returns_false_and_hands_over_the_queue():
     started = time.monotonic()
     assert writer.shutdown(0.3) is False
     assert time.monotonic() - started < 2
-    assert rec.failed_ops == ops(2, 1)  # queued behind the hanging call
+    # The abandoned call's batch and the queue behind it, in emission order.
+    assert rec.failed_ops == ops(3)
     sink.gate.set()
+    assert writer.wait_closed(5)
+    assert rec.failed_ops == ops(3), "the abandoned thread reports nothing again"
 
 
 def test_shutdown_deadline_cuts_retries_short():

@@ -16,6 +16,17 @@ What the sink cannot deliver is never dropped silently:
 - operations that cannot be delivered reach ``on_failure(ops, error)`` as plain
   operations. The default keeps them in :attr:`BackgroundWriter.failed`; this is the
   seam where a spool file plugs in.
+
+Two ways out when the backend is gone, so the evaluation never waits on it:
+
+- :meth:`BackgroundWriter.divert` stops sending: what is queued, what is being retried
+  and everything emitted later goes to ``on_failure`` (the spool) instead;
+- a send that blocks past the :meth:`BackgroundWriter.shutdown` deadline (MLflow's HTTP
+  client retries inside one call for minutes) is *abandoned*: its operations go to
+  ``on_failure`` from the caller's thread, the sink is told to make no further call
+  (``sink.cancel()`` when it has one), and whatever the blocked thread does afterwards
+  is neither sent on nor reported again. The one request in flight may still land
+  later; a replay of the spooled copy is idempotent, so that costs no duplicate.
 """
 
 from __future__ import annotations
@@ -42,6 +53,9 @@ FailureCallback = Callable[[list[Operation], BaseException], None]
 
 RejectedCallback = Callable[[str, str, str], None]
 """``on_rejected(run, key, reason)``: one value was refused; called on the writer thread."""
+
+SentCallback = Callable[[list[Operation]], None]
+"""``on_sent(ops)``: these operations landed; called on the writer thread."""
 
 THREAD_NAME = "inspect-mlflow-writer"
 
@@ -74,6 +88,12 @@ class DeadlinePassed(Exception):
     """The shutdown deadline passed before the operations could be sent."""
 
     kind = "deadline"
+
+
+class Diverted(Exception):
+    """The writer was told to stop sending (:meth:`BackgroundWriter.divert`)."""
+
+    kind = "diverted"
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -129,6 +149,7 @@ class BackgroundWriter:
         max_backoff: float = 8.0,
         on_failure: FailureCallback | None = None,
         on_rejected: RejectedCallback | None = None,
+        on_sent: SentCallback | None = None,
         thread_name: str = THREAD_NAME,
     ) -> None:
         """Validate the settings and start the writer thread.
@@ -147,6 +168,8 @@ class BackgroundWriter:
                 default: warn once per kind of error and keep them in :attr:`failed`.
             on_rejected: Called with ``(run, key, reason)`` for each value the backend
                 refused; default: warn once per key and keep it in :attr:`rejected`.
+            on_sent: Called with the operations of each send that landed (for a spool
+                that keeps what a later failure would need); default: nothing.
             thread_name: Name of the writer thread (shows in thread dumps).
 
         Raises:
@@ -168,6 +191,7 @@ class BackgroundWriter:
         self._sink = sink
         self._on_failure = on_failure or self._keep_failed
         self._on_rejected = on_rejected or self._keep_rejected
+        self._on_sent = on_sent
         self._thread_name = thread_name
         self._failed: list[Operation] = []
         self._rejected: list[Rejection] = []
@@ -193,6 +217,10 @@ class BackgroundWriter:
         self._closing = threading.Event()
         self._close_deadline = math.inf
         self._queue: deque[Operation] = deque()
+        self._interrupt = threading.Event()  # ends a backoff sleep: shutdown or divert
+        self._diverted = False
+        self._abandoned = False
+        self._inflight: list[Operation] = []  # handed to the sink, not yet settled
         self._emitted = 0
         self._settled = 0
         self._sink_closed = False
@@ -201,7 +229,9 @@ class BackgroundWriter:
     def _at_fork_reinit(self) -> None:
         """Give a forked child its own lock and thread; the parent delivers its own ops."""
         was_closing = self._closing.is_set()
+        was_diverted = self._diverted
         self._init_state()
+        self._diverted = was_diverted
         if was_closing:
             self._closing.set()
             self._sink_closed = True
@@ -223,6 +253,8 @@ class BackgroundWriter:
         with self._lock:
             if self._closing.is_set():
                 refused, error = list(ops), WriterClosed("the writer was shut down")
+            elif self._diverted:
+                refused, error = list(ops), Diverted("the writer sends nothing more")
             else:
                 room = self._max_queue_size - len(self._queue)
                 accepted = ops[:room] if len(ops) > room else ops
@@ -281,6 +313,7 @@ class BackgroundWriter:
             if not self._closing.is_set():
                 self._close_deadline = time.monotonic() + max(0.0, timeout)
                 self._closing.set()
+                self._interrupt.set()
         self._wake.set()
         if threading.current_thread() is self._thread:
             return False
@@ -289,13 +322,44 @@ class BackgroundWriter:
         if not self._thread.is_alive():
             return True
         with self._lock:
-            left = list(self._queue)
+            # The thread is blocked in a send: abandon it. What it holds and what is
+            # queued go to on_failure from here, in emission order.
+            left = list(self._inflight) + list(self._queue)
             self._queue.clear()
+            self._inflight = []
+            self._abandoned = True
             self._settled += len(left)
             self._settled_cond.notify_all()
+        cancel = getattr(self._sink, "cancel", None)
+        if callable(cancel):
+            try:
+                cancel()
+            except Exception:
+                logger.warning("inspect-mlflow: cancelling the sink failed", exc_info=True)
         if left:
             self._fail(left, DeadlinePassed("shutdown timed out before these were sent"))
         return False
+
+    def divert(self) -> None:
+        """Stop sending; everything not yet delivered goes to ``on_failure`` instead.
+
+        What is queued or waiting for a retry is handed on by the writer thread, in
+        order; later ``emit`` calls hand theirs on at once, on the caller's thread. For a
+        backend that is gone (a run end that could not deliver in time, a full queue):
+        the spool takes the rest. A send already in progress finishes, or is abandoned by
+        :meth:`shutdown`.
+        """
+        with self._lock:
+            self._diverted = True
+            self._interrupt.set()
+        self._wake.set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait for the writer thread to end (after :meth:`shutdown`); True when it has."""
+        if self._thread.ident is None or threading.current_thread() is self._thread:
+            return not self._thread.is_alive()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     # -- read side (any thread) ------------------------------------------------------
 
@@ -350,13 +414,20 @@ class BackgroundWriter:
                     self._queue.clear()
                 for start in range(0, len(batch), self._max_batch_size):
                     chunk = batch[start : start + self._max_batch_size]
+                    if self._abandoned:
+                        return
                     try:
-                        self._deliver(chunk)
+                        if self._diverted:
+                            self._fail(chunk, Diverted("the writer sends nothing more"))
+                        else:
+                            self._deliver(chunk)
                     except Exception as error:  # never let the thread die
                         logger.exception("inspect-mlflow: writer error")
                         self._fail(chunk, error)
                     with self._lock:
-                        self._settled += len(chunk)
+                        self._inflight = []
+                        if not self._abandoned:
+                            self._settled += len(chunk)
                         self._settled_cond.notify_all()
                 if self._closing.is_set():
                     with self._lock:
@@ -381,9 +452,16 @@ class BackgroundWriter:
         attempt = 0
         first_failure: float | None = None
         while pending:
+            if self._abandoned:
+                return
+            if self._diverted:
+                self._fail(pending, Diverted("the writer sends nothing more"))
+                return
             if self._closing.is_set() and time.monotonic() >= self._close_deadline:
                 self._fail(pending, DeadlinePassed("shutdown deadline passed before sending"))
                 return
+            with self._lock:
+                self._inflight = list(pending)
             try:
                 self._sink.send(pending)
             except SinkError as error:
@@ -395,6 +473,7 @@ class BackgroundWriter:
                 )
                 for rejection in error.rejected:
                     self._reject(rejection)
+                self._sent(pending, error)
                 if error.failed:
                     self._fail(list(error.failed), error)
                 if not error.pending:
@@ -411,6 +490,7 @@ class BackgroundWriter:
                 last_error = error
             else:
                 self._count(batches_sent=1, ops_sent=len(pending))
+                self._sent(pending)
                 return
             now = time.monotonic()
             if first_failure is None:
@@ -420,6 +500,20 @@ class BackgroundWriter:
                 return
             attempt += 1
             self._count(retries=1)
+
+    def _sent(self, ops: list[Operation], error: SinkError | None = None) -> None:
+        """Tell ``on_sent`` what landed of ``ops`` (all of it unless ``error`` says not)."""
+        if self._on_sent is None or self._abandoned:
+            return
+        if error is not None:
+            left = {id(op) for op in (*error.pending, *error.failed)}
+            ops = [op for op in ops if id(op) not in left]
+        if not ops:
+            return
+        try:
+            self._on_sent(ops)
+        except Exception:
+            logger.exception("inspect-mlflow: on_sent callback raised")
 
     @staticmethod
     def _delivered_count(sent: list[Operation], error: SinkError) -> int:
@@ -436,7 +530,9 @@ class BackgroundWriter:
             deadline = min(deadline, self._close_deadline)
         if retry_at > deadline:
             return False
-        if self._closing.wait(delay):
+        if self._interrupt.wait(delay):
+            if self._diverted:
+                return True  # the next attempt hands the batch to on_failure at once
             # Shutdown was requested (now or before): its deadline is fixed from here on.
             if retry_at > self._close_deadline:
                 return False
@@ -453,6 +549,8 @@ class BackgroundWriter:
                 self._stats[name] += delta
 
     def _fail(self, ops: list[Operation], error: BaseException) -> None:
+        if self._abandoned and threading.current_thread() is self._thread:
+            return  # the abandoned thread: shutdown already handed these on
         self._count(ops_failed=len(ops))
         try:
             self._on_failure(ops, error)
@@ -460,6 +558,8 @@ class BackgroundWriter:
             logger.exception("inspect-mlflow: on_failure callback raised")
 
     def _reject(self, rejection: Rejection) -> None:
+        if self._abandoned:
+            return
         self._count(rejected=1)
         try:
             self._on_rejected(rejection.run, rejection.key, rejection.reason)
