@@ -296,6 +296,8 @@ class Engine:
         self._epoch_ns = _epoch_ns_function()
         self._options = OPTIONS
         self._interpreter = TreeInterpreter(OPTIONS)
+        self._paths: dict[int, tuple[str, ...]] = {}
+        """id(expr) -> its field names when it is a plain path (``a.b.c``), else ``()``."""
 
         depth = {kind: self._depth(kind) for kind in mapping.runs}
         by_depth = sorted(mapping.runs.values(), key=lambda spec: depth[spec.kind])
@@ -863,6 +865,19 @@ class Engine:
             if expr.options is self._options:
                 ast = getattr(expr.parsed, "parsed", None)
                 if ast is not None:
+                    path = self._paths.get(id(expr))
+                    if path is None:
+                        path = self._paths[id(expr)] = _field_path(ast)
+                    if path:
+                        # A plain path (most row, span and metric values): the same
+                        # lookups the interpreter makes, without its per-node dispatch.
+                        value = doc
+                        for name in path:
+                            try:
+                                value = value.get(name)
+                            except AttributeError:  # not an object: null, as in JMESPath
+                                return None
+                        return value
                     return self._interpreter.visit(ast, doc)
             return expr.search(doc)
         except Exception as err:
@@ -969,6 +984,22 @@ class _Outputs:
         for path, content in self.artifacts:
             ops.append(LogArtifact(run, path, content))
         ops.extend(self.traces)
+
+
+def _field_path(node: Mapping[str, Any]) -> tuple[str, ...]:
+    """The field names of a JMESPath AST made only of fields (``a.b."c/d"``), else ``()``."""
+    kind = node.get("type")
+    if kind == "field":
+        return (node["value"],)
+    if kind == "subexpression":
+        names: list[str] = []
+        for child in node.get("children", ()):
+            part = _field_path(child)
+            if not part:
+                return ()
+            names.extend(part)
+        return tuple(names)
+    return ()
 
 
 def _placeholder_text(value: Any) -> str:
