@@ -10,16 +10,12 @@ arguments, two evals in a row, and no tracking URI at all.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import re
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,136 +26,22 @@ from inspect_ai.dataset import Sample
 from inspect_ai.hooks import Hooks, RunEnd, hooks
 from inspect_ai.hooks._hooks import get_all_hooks
 from inspect_ai.log import EvalLog, read_eval_log
-from inspect_ai.model import ChatMessageTool, ModelOutput, ModelUsage, get_model
+from inspect_ai.model import ChatMessageTool, ModelOutput, get_model
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 from inspect_ai.tool import ToolError, tool
 from mlflow import MlflowClient
+from scenario_support import (
+    Scenario,
+    assert_steps_unique_and_dense,
+    mock_output,
+    run_scenario,
+    sample_uuids,
+)
 
 from inspect_mlflow._demo import DEMO_MODEL, add_tool, answer, demo_model, demo_task
 from inspect_mlflow._hook import MlflowTrackingHook
 
 pytestmark = pytest.mark.e2e
-
-
-# -- running a scenario ----------------------------------------------------------------
-
-
-@dataclass
-class Scenario:
-    """One eval's result and what reached its store."""
-
-    root: Path
-    uri: str
-    experiment: str
-    logs: list[EvalLog]
-    error: BaseException | None
-    warnings: list[str]
-    client: MlflowClient = field(init=False)
-    run_ends: list[Any] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.client = MlflowClient(tracking_uri=self.uri)
-
-    def runs(self) -> list[Any]:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            return []
-        return self.client.search_runs([exp.experiment_id], max_results=1000)
-
-    def run(self, name: str) -> Any:
-        [run] = [r for r in self.runs() if r.info.run_name == name]
-        return run
-
-    def parents(self) -> list[Any]:
-        return [r for r in self.runs() if "mlflow.parentRunId" not in r.data.tags]
-
-    def history(self, run: Any, key: str) -> list[Any]:
-        return self.client.get_metric_history(run.info.run_id, key)
-
-    def table(self, run: Any, path: str) -> list[dict[str, Any]]:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(run.info.run_id, path, tmp)
-            content = json.loads(Path(local).read_text())
-        return [dict(zip(content["columns"], row, strict=True)) for row in content["data"]]
-
-    def artifact_paths(self, run: Any, path: str | None = None) -> list[str]:
-        out: list[str] = []
-        for info in self.client.list_artifacts(run.info.run_id, path):
-            out.extend(self.artifact_paths(run, info.path) if info.is_dir else [info.path])
-        return out
-
-    def traces(self, run: Any) -> list[Any]:
-        from mlflow.tracing.client import TracingClient
-
-        return TracingClient(self.uri).search_traces(
-            locations=[run.info.experiment_id], run_id=run.info.run_id, max_results=500
-        )
-
-
-@contextlib.contextmanager
-def _captured_warnings() -> Iterator[list[str]]:
-    """Warnings of the package's loggers (values dropped, writes refused, hook errors)."""
-    records: list[str] = []
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record.getMessage())
-
-    package = logging.getLogger("inspect_mlflow")
-    handler = _Keep(logging.WARNING)
-    level = package.level
-    package.addHandler(handler)
-    package.setLevel(logging.WARNING)
-    try:
-        yield records
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(level)
-
-
-def run_scenario(
-    root: Path,
-    tasks: Any,
-    *,
-    uri: str | None = None,
-    catch: tuple[type[BaseException], ...] = (),
-    **eval_args: Any,
-) -> Scenario:
-    """Run one eval logging to a fresh sqlite store under ``root`` (the working directory)."""
-    uri = uri or f"sqlite:///{root}/mlflow.db"
-    experiment = new_experiment_name("scenario")
-    cwd = os.getcwd()
-    os.chdir(root)  # the sqlite store keeps artifacts under ./mlruns
-    logs: list[EvalLog] = []
-    error: BaseException | None = None
-    try:
-        with _captured_warnings() as warnings:
-            try:
-                logs = run_logged(tasks, uri, experiment, log_dir=str(root / "logs"), **eval_args)
-            except catch as err:
-                error = err
-    finally:
-        os.chdir(cwd)
-    return Scenario(root, uri, experiment, list(logs), error, warnings)
-
-
-def mock_output(content: str | None = None, **tool_call: Any) -> ModelOutput:
-    """A mock model output (with usage set, so no tokenizer download is needed)."""
-    if tool_call:
-        out = ModelOutput.for_tool_call(model=DEMO_MODEL, **tool_call)
-    else:
-        out = ModelOutput.from_content(model=DEMO_MODEL, content=content or "")
-    out.usage = ModelUsage(input_tokens=12, output_tokens=6, total_tokens=18)
-    return out
-
-
-def sample_uuids(log: EvalLog) -> set[str]:
-    return {s.uuid for s in log.samples or [] if s.uuid}
-
-
-def assert_steps_unique_and_dense(points: list[Any], n: int, key: str) -> None:
-    steps = [p.step for p in points]
-    assert sorted(steps) == list(range(n)), f"{key}: steps {sorted(steps)} != 0..{n - 1}"
 
 
 # -- 1. two tasks at once, concurrent samples, epochs ----------------------------------
@@ -174,12 +56,24 @@ def _beta_task() -> Task:
     return Task(name="beta", dataset=dataset, solver=base.solver, scorer=base.scorer)
 
 
-@pytest.fixture(scope="module")
-def two_tasks(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    root = tmp_path_factory.mktemp("two-tasks")
+STORES = ["sqlite", pytest.param("server", marks=pytest.mark.server)]
+
+
+def _store(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Where a parametrised scenario logs: a fresh sqlite file, or the session's server."""
+    if request.param != "server":
+        return {}
+    server = request.getfixturevalue("mlflow_server")
+    return {"uri": server.url, "store_root": server.root}
+
+
+@pytest.fixture(scope="module", params=STORES)
+def two_tasks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    root = tmp_path_factory.mktemp(f"two-tasks-{request.param}")
     scenario = run_scenario(
         root,
         [demo_task(ALPHA_SAMPLES, name="alpha"), _beta_task()],
+        **_store(request),
         max_tasks=2,
         max_samples=3,
         epochs=EPOCHS,
@@ -562,8 +456,10 @@ def secret_task(token: str = "", rounds: int = 1) -> Task:
     return Task(dataset=base.dataset, solver=base.solver, scorer=base.scorer)
 
 
-@pytest.fixture(scope="module")
-def credentials(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+@pytest.fixture(scope="module", params=STORES)
+def credentials(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Scenario:
     model = get_model(
         DEMO_MODEL,
         custom_outputs=answer,
@@ -572,9 +468,10 @@ def credentials(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         memoize=False,
     )
     scenario = run_scenario(
-        tmp_path_factory.mktemp("credentials"),
+        tmp_path_factory.mktemp(f"credentials-{request.param}"),
         secret_task(token=TASK_TOKEN, rounds=2),
         model=model,
+        **_store(request),
     )
     assert scenario.logs[0].status == "success"
     return scenario
@@ -629,9 +526,9 @@ def test_credentials_are_not_in_traces(credentials: Scenario) -> None:
 
 
 def test_credentials_are_not_in_the_store_files(credentials: Scenario) -> None:
-    db = credentials.root / "mlflow.db"
-    assert db.stat().st_size > 0
-    stored = [db, *(p for p in (credentials.root / "mlruns").rglob("*") if p.is_file())]
+    stored = credentials.store_files()
+    assert any(p.suffix == ".db" and p.stat().st_size > 0 for p in stored)
+    assert any(p.name == "samples.json" for p in stored)  # artifacts are files too
     for path in stored:
         data = path.read_bytes()
         for secret in SECRETS:
