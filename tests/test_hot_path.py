@@ -7,6 +7,9 @@ interpreter reads.
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from typing import Any
 
 import jmespath
@@ -66,3 +69,82 @@ def test_plain_paths_read_what_jmespath_reads(doc: dict[str, Any]) -> None:
         assert fast is not _MISSING
         assert engine._paths[id(compiled)], text  # the shortcut was taken
         assert fast == compiled.search(doc), text
+
+
+# -- traces: start_trace requests side by side over HTTP -------------------------------
+
+
+def _trace(key: str, bad: bool = False) -> Any:
+    from inspect_mlflow._runtime.operations import FeedbackData, LogTrace, SpanData
+
+    t0 = time.time_ns() - 10**9
+    source = "NOT_A_SOURCE" if bad else "CODE"
+    return LogTrace(
+        run="task:t",
+        trace_key=key,
+        name=key,
+        start_time_ns=t0,
+        end_time_ns=t0 + 10**8,
+        spans=(SpanData("m", None, "model", "LLM", t0 + 10**6, t0 + 10**7),),
+        feedback=(FeedbackData("match", 1, source_type=source),),
+    )
+
+
+class _Overlap:
+    """A real tracing client that records how many ``start_trace`` calls overlap."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracing.client import TracingClient
+
+        self.real = TracingClient(uri)
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def start_trace(self, info: Any) -> Any:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.05)  # a far-away server
+            return self.real.start_trace(info)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.mark.server
+def test_traces_start_side_by_side_over_http_and_failures_stay_theirs(server_store: Any) -> None:
+    from mlflow.tracing.client import TracingClient
+
+    from inspect_mlflow._writer.traces import TraceSender, TraceSendError, trace_id_for
+
+    client = server_store.client()
+    experiment_id = server_store.create_experiment()
+    run_id = client.create_run(experiment_id).info.run_id
+    keys = [uuid.uuid4().hex for _ in range(6)]
+    ops = [_trace(key, bad=(i == 2)) for i, key in enumerate(keys)]
+    overlap = _Overlap(server_store.tracking_uri)
+    sender = TraceSender(
+        server_store.tracking_uri, experiment_id, max_parallel_requests=4, client=overlap
+    )
+    with pytest.raises(TraceSendError) as caught:
+        sender.send([(op, run_id) for op in ops])
+    sender.close()
+    assert overlap.most > 1  # side by side
+    assert [op.trace_key for op, _ in caught.value.failed] == [keys[2]]
+    found = TracingClient(server_store.tracking_uri).search_traces(
+        locations=[experiment_id], run_id=run_id
+    )
+    landed = {t.info.trace_id for t in found}
+    assert landed == {trace_id_for(k) for i, k in enumerate(keys) if i != 2}
+    assert all(len(t.info.assessments) == 1 for t in found)
+
+
+def test_local_stores_are_written_one_request_at_a_time() -> None:
+    from inspect_mlflow._writer.traces import TraceSender
+
+    assert TraceSender("sqlite:///x.db", "1", max_parallel_requests=8).max_parallel_requests == 1
+    assert TraceSender("http://h:5000", "1", max_parallel_requests=8).max_parallel_requests == 8

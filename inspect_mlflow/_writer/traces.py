@@ -36,8 +36,11 @@ import hashlib
 import json
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -611,6 +614,10 @@ class TraceSender:
         max_request_bytes: Rough cap on span attribute bytes per ``log_spans`` request.
         max_attempts: Attempts per request for transient failures (>= 1).
         backoff: Seconds before the second attempt; doubles each time, capped at 10 s.
+        max_parallel_requests: ``start_trace`` requests in flight at once over HTTP
+            (>= 1). MLflow has no batch form of ``start_trace``, so a batch of traces costs
+            one request each; sending them side by side keeps a far-away server's latency
+            from adding up. Local stores (``sqlite:///``) are always written one by one.
         client: A ready ``TracingClient`` (tests); built from ``tracking_uri`` otherwise.
     """
 
@@ -626,6 +633,7 @@ class TraceSender:
         max_request_bytes: int = 4_000_000,
         max_attempts: int = 2,
         backoff: float = 0.5,
+        max_parallel_requests: int = 8,
         client: TracingClient | None = None,
     ) -> None:
         if max_spans_per_trace < 1:
@@ -640,6 +648,8 @@ class TraceSender:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         if backoff < 0:
             raise ValueError(f"backoff must be >= 0, got {backoff}")
+        if max_parallel_requests < 1:
+            raise ValueError(f"max_parallel_requests must be >= 1, got {max_parallel_requests}")
         self.tracking_uri = tracking_uri
         self.experiment_id = str(experiment_id)
         self.enabled = enabled
@@ -649,7 +659,12 @@ class TraceSender:
         self.max_request_bytes = max_request_bytes
         self.max_attempts = max_attempts
         self.backoff = backoff
+        remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+        self.max_parallel_requests = max_parallel_requests if remote else 1
         self._client = client
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._count_lock = threading.Lock()
         self.counts: dict[str, int] = {
             "traces": 0,
             "spans": 0,
@@ -668,8 +683,11 @@ class TraceSender:
         return self._client
 
     def close(self) -> None:
-        """Drop the client; a later ``send`` builds a new one."""
+        """Drop the client and the request threads; a later ``send`` builds new ones."""
         self._client = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def send(self, items: Sequence[tuple[LogTrace, str]], timeout: float | None = None) -> None:
         """Store each trace, its spans and its assessments; idempotent per trace key.
@@ -703,10 +721,9 @@ class TraceSender:
                 errors[op.trace_key] = ((op, run_id), error)
 
         started: list[TracePayload] = []
-        for payload in payloads:
-            try:
-                returned = self._call(deadline, self.client.start_trace, payload.info)
-            except Exception as error:
+        results = self._start_all(payloads, deadline)
+        for payload, (returned, error) in zip(payloads, results, strict=True):
+            if error is not None:
                 errors[payload.item[0].trace_key] = (payload.item, error)
                 continue
             kept = {a.assessment_id for a in getattr(returned, "assessments", None) or ()}
@@ -731,6 +748,27 @@ class TraceSender:
             raise self._failure(errors)
 
     # -- steps ------------------------------------------------------------------------
+
+    def _start_all(
+        self, payloads: list[TracePayload], deadline: _Deadline
+    ) -> list[tuple[Any, BaseException | None]]:
+        """``start_trace`` for each payload, side by side over HTTP; results in order."""
+        client = self.client
+
+        def start(payload: TracePayload) -> tuple[Any, BaseException | None]:
+            try:
+                return self._call(deadline, client.start_trace, payload.info), None
+            except Exception as error:
+                return None, error
+
+        if self.max_parallel_requests == 1 or len(payloads) < 2:
+            return [start(payload) for payload in payloads]
+        if self._pool is None or self._pool_pid != os.getpid():  # none yet, or forked
+            self._pool = ThreadPoolExecutor(
+                self.max_parallel_requests, thread_name_prefix="inspect-mlflow-traces"
+            )
+            self._pool_pid = os.getpid()
+        return list(self._pool.map(start, payloads))
 
     def _log_spans(
         self,
@@ -815,7 +853,8 @@ class TraceSender:
             if deadline.expired():
                 raise _Expired("the send deadline passed before the request was made")
             try:
-                self.counts["requests"] += 1
+                with self._count_lock:
+                    self.counts["requests"] += 1
                 return fn(*args)
             except Exception as error:
                 transient, kind = _classify(error)
