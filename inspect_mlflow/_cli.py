@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "build_parser", "main", "register_check", "register_demo"]
+__all__ = [
+    "COMMANDS",
+    "build_parser",
+    "main",
+    "register_check",
+    "register_demo",
+    "register_import",
+]
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -58,6 +65,8 @@ def _summary(compiled: Any) -> str:
 def _run_check(args: argparse.Namespace) -> int:
     from inspect_mlflow._mapping import MappingInvalid, load_mapping, resolve_mapping_path
 
+    if args.format == "json":
+        return _run_check_json(args)
     targets: list[Path | None] = list(args.files) or [None]
     status = EXIT_OK
     for target in targets:
@@ -79,6 +88,60 @@ def _run_check(args: argparse.Namespace) -> int:
         # Keep stdout pure YAML when it carries the effective mapping.
         out = sys.stderr if args.print_effective else sys.stdout
         print(f"{label}: OK, {_summary(compiled)}", file=out)
+        if args.log is not None:
+            report = _dry_run(compiled, args.log)
+            print(file=out)
+            out.write(report.to_text())
+            status = max(status, EXIT_INVALID if report.problems else EXIT_OK)
+    return status
+
+
+def _dry_run(compiled: Any, log: Path) -> Any:
+    """Replay ``log`` through ``compiled`` with the environment's artifact/trace switches."""
+    from inspect_mlflow._config import Settings, SettingsError, load_settings
+    from inspect_mlflow._dryrun import dry_run
+
+    try:
+        settings = load_settings()
+    except SettingsError:
+        settings = Settings(tracking_uri=None)
+    return dry_run(
+        compiled,
+        log,
+        log_artifacts=settings.log_artifacts,
+        traces=settings.traces,
+        max_spans=settings.trace_max_spans,
+    )
+
+
+def _run_check_json(args: argparse.Namespace) -> int:
+    """``check --format json``: one JSON document on stdout, one entry per mapping file."""
+    import json
+
+    from inspect_mlflow._mapping import MappingInvalid, load_mapping, resolve_mapping_path
+
+    entries: list[dict[str, Any]] = []
+    status = EXIT_OK
+    for target in list(args.files) or [None]:
+        shown = str(target) if target is not None else str(resolve_mapping_path(None))
+        entry: dict[str, Any] = {"file": shown}
+        try:
+            compiled = load_mapping(target)
+        except MappingInvalid as invalid:
+            entry.update(valid=False, errors=[str(e) for e in invalid.errors])
+            entries.append(entry)
+            status = EXIT_INVALID
+            continue
+        entry.update(valid=True, errors=[], files=list(compiled.files), summary=_summary(compiled))
+        if args.print_effective:
+            entry["effective"] = compiled.effective
+        if args.log is not None:
+            report = _dry_run(compiled, args.log)
+            entry["dry_run"] = report.to_dict()
+            status = max(status, EXIT_INVALID if report.problems else EXIT_OK)
+        entries.append(entry)
+    json.dump({"mappings": entries}, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
     return status
 
 
@@ -95,7 +158,10 @@ def register_check(subparsers: Any) -> None:
             "With no FILE, checks the mapping the hook would use: $INSPECT_MLFLOW_MAPPING "
             "when set, else the built-in default."
         ),
-        epilog="Exit status: 0 all valid, 1 a mapping is invalid, 2 the check itself failed.",
+        epilog=(
+            "Exit status: 0 all valid, 1 a mapping is invalid (or, with --log, the dry run "
+            "found problems), 2 the check itself failed (for example an unreadable log)."
+        ),
     )
     parser.add_argument(
         "files",
@@ -109,7 +175,79 @@ def register_check(subparsers: Any) -> None:
         action="store_true",
         help="print the merged mapping (after extends/remove) as YAML on stdout",
     )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="LOG",
+        help=(
+            "dry run: replay this Inspect log (.eval or .json) through the mapping and print, "
+            "per run, what would be written (tags, params, metrics with steps, tables, "
+            "artifacts, traces and feedback) and what looks wrong; nothing is sent to MLflow"
+        ),
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="output format (json: one document on stdout, for machines)",
+    )
     parser.set_defaults(handler=_run_check)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from inspect_mlflow._importer import run_import_command
+
+    return run_import_command(args)
+
+
+def register_import(subparsers: Any) -> None:
+    """Add ``inspect-mlflow import`` (the replay of logs lives in ``_importer``)."""
+    parser = subparsers.add_parser(
+        "import",
+        help="import existing Inspect eval logs into MLflow",
+        description=(
+            "Replay existing Inspect eval logs (.eval and .json files, or directories "
+            "searched recursively) through the mapping into MLflow, as if they had been "
+            "logged live: same runs, tags, params, metrics and steps, tables, artifacts and "
+            "traces, with the times from the logs. A log whose runs are already in the "
+            "experiment is skipped unless --force; an unreadable log is reported and the "
+            "others continue. Settings not given as options come from the environment, as "
+            "for the hook."
+        ),
+        epilog=(
+            "Exit status: 0 every log imported or skipped, 1 a log or the mapping could not "
+            "be read, 2 some writes did not reach MLflow (or the settings are invalid)."
+        ),
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="log files or directories"
+    )
+    parser.add_argument(
+        "--mapping",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="mapping file (default: $INSPECT_MLFLOW_MAPPING, else the built-in default)",
+    )
+    parser.add_argument(
+        "--experiment",
+        default=None,
+        metavar="NAME",
+        help="experiment (default: $MLFLOW_EXPERIMENT_NAME, else inspect_ai)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help="where to log (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="import logs that are already in the experiment again, as new runs",
+    )
+    parser.set_defaults(handler=_run_import)
 
 
 def register_demo(subparsers: Any) -> None:
@@ -119,7 +257,7 @@ def register_demo(subparsers: Any) -> None:
     register(subparsers)
 
 
-COMMANDS: list[Callable[[Any], None]] = [register_demo, register_check]
+COMMANDS: list[Callable[[Any], None]] = [register_demo, register_check, register_import]
 """Every ``register_<name>`` function; the order is the order in ``--help``."""
 
 

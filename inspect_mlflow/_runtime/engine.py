@@ -363,6 +363,23 @@ class Engine:
         """Logical keys of the runs still open, in the order they were opened."""
         return list(self._runs)
 
+    def run_keys(self, point: str, ctx: Mapping[str, Any]) -> list[str]:
+        """Logical keys of the runs that ``point`` opens on ``ctx``, parents first.
+
+        Changes nothing: ``inspect-mlflow import`` uses it to tell whether a log's runs
+        are already in MLflow (the sink tags every run with its logical key).
+
+        Args:
+            point: A lifecycle point.
+            ctx: Its context document.
+
+        Returns:
+            The keys whose key expression is not null, in the order they would open.
+        """
+        cache: dict[str, str | None] = {}
+        keys = [self._run_key(spec.kind, ctx, cache) for spec in self._opens.get(point, ())]
+        return [key for key in keys if key is not None]
+
     def pending_resumes(self, point: str, ctx: Mapping[str, Any]) -> list[str]:
         """Keys of resumable runs ``point`` opens on ``ctx`` that this engine knows nothing of.
 

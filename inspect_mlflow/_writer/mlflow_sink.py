@@ -297,6 +297,38 @@ class MlflowSink:
         """The MLflow run id of a logical run key, if this sink created or found it."""
         return self._run_ids.get(run)
 
+    def existing_runs(self, runs: Iterable[str]) -> set[str]:
+        """The logical run keys among ``runs`` that have an active run in the experiment.
+
+        For ``inspect-mlflow import``, which skips a log whose runs are already there.
+        It only reads (a missing experiment means none exist) and keeps no state, so a
+        separate sink instance can answer it on the caller's thread while the writer's
+        own sink delivers.
+
+        Args:
+            runs: Logical run keys (``<kind>:<value>``).
+
+        Returns:
+            The subset found by their ``inspect_mlflow.run_key`` tag.
+        """
+        experiment = self._call("get_experiment_by_name", self.experiment_name)
+        if experiment is None or experiment.lifecycle_stage != "active":
+            return set()
+        found: set[str] = set()
+        for run in runs:
+            if "'" in run or "\\" in run:
+                continue  # not expressible in a filter string (the sink never finds it either)
+            hits = self._call(
+                "search_runs",
+                [experiment.experiment_id],
+                filter_string=f"tags.`{RUN_KEY_TAG}` = '{run}'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1,
+            )
+            if hits:
+                found.add(run)
+        return found
+
     def read_run_state(self, run: str) -> dict[str, Any] | None:
         """The state a resumable run was closed with, read from MLflow (for continuing it).
 

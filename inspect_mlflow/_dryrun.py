@@ -1,0 +1,627 @@
+"""Dry run: what a mapping would write to MLflow for one eval log, without MLflow.
+
+Why: a mapping author wants to see the runs, keys, values and steps a mapping produces,
+and the expressions that silently gave nothing, before spending an eval on it. The log
+is replayed through the same lifecycle points and engine as ``inspect-mlflow import``
+(``_importer``); the operations are captured in memory instead of being sent.
+
+What it flags:
+
+- the engine's problems (expressions that raised, values of the wrong type such as a
+  text metric, rules with no open run, keys that collide once made MLflow-safe), each
+  with where it comes from in the mapping;
+- expressions that gave nothing (null, empty or failed) every time they ran, and rules
+  that never applied (their point never fired, or their ``when`` never held);
+- what MLflow would refuse or cut: a param logged again with another value, a metric
+  step used twice for one key, text cut to MLflow's limits, a trace over the span cap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from inspect_mlflow._mapping.model import (
+    CompiledMapping,
+    Entries,
+    Expr,
+    KeyTemplate,
+    Loops,
+    ObjectExpr,
+    Rule,
+)
+from inspect_mlflow._runtime.engine import Engine, Problem, Problems
+from inspect_mlflow._runtime.keys import TRUNCATION_MARKER
+from inspect_mlflow._runtime.operations import (
+    AppendRows,
+    CloseRun,
+    LogArtifact,
+    LogMetrics,
+    LogParams,
+    LogTrace,
+    OpenRun,
+    Operation,
+    SetTags,
+)
+from inspect_mlflow._runtime.values import MAX_CELL_CHARS, MAX_PARAM_CHARS, MAX_TAG_CHARS
+from inspect_mlflow._runtime.views import _MISSING, context
+
+__all__ = ["DryRunReport", "Finding", "RunPlan", "dry_run"]
+
+FIRST_ROWS = 2
+"""Rows shown per table (and records per records file)."""
+
+_SHOWN_CHARS = 120
+"""Longest value shown in the text report (the JSON report has everything)."""
+
+
+@dataclass
+class Finding:
+    """One kind of problem at one place, with how often it happened."""
+
+    kind: str
+    where: str
+    message: str
+    count: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {
+            "kind": self.kind,
+            "where": self.where,
+            "message": self.message,
+            "count": self.count,
+        }
+
+
+@dataclass
+class RunPlan:
+    """Everything one run would receive."""
+
+    key: str
+    kind: str
+    name: str | None
+    parent: str | None
+    start_time_ms: int
+    status: str | None = None
+    end_time_ms: int | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """path -> ``{"rows": n, "columns": [...], "first_rows": [...]}``."""
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """path -> ``{"count": n, "first": [...]}``."""
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """path -> ``{"chars": n}`` (size of the JSON text)."""
+    traces: dict[str, Any] = field(
+        default_factory=lambda: {"count": 0, "spans": 0, "max_spans": 0, "feedback": {}}
+    )
+    """``count``, ``spans`` (total), ``max_spans`` (per trace), ``feedback`` (name ->
+    assessments) and ``first`` (the first trace, summarised)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (metric points as ``[step, value]`` pairs)."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "name": self.name,
+            "parent": self.parent,
+            "status": self.status,
+            "start_time": _iso(self.start_time_ms),
+            "end_time": _iso(self.end_time_ms),
+            "tags": self.tags,
+            "params": self.params,
+            "metrics": {k: [list(p) for p in v] for k, v in sorted(self.metrics.items())},
+            "tables": self.tables,
+            "records": self.records,
+            "artifacts": self.artifacts,
+            "traces": self.traces,
+        }
+
+
+@dataclass
+class DryRunReport:
+    """The runs a mapping would write for one log, and what looks wrong."""
+
+    mapping: list[str]
+    log: str
+    runs: list[RunPlan]
+    problems: list[Finding]
+    gave_nothing: list[dict[str, str]]
+    """``{"where", "expression"}`` of expressions that never gave a value."""
+    never_applied: list[dict[str, str]]
+    """``{"where", "rule", "reason"}`` of rules that wrote nothing because they never ran."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON, for ``check --format json``."""
+        return {
+            "mapping": self.mapping,
+            "log": self.log,
+            "runs": [run.to_dict() for run in self.runs],
+            "problems": [p.to_dict() for p in self.problems],
+            "gave_nothing": self.gave_nothing,
+            "never_applied": self.never_applied,
+        }
+
+    def to_text(self) -> str:
+        """The human report: per run what would be written, then what to look at."""
+        return "\n".join(_text_lines(self)) + "\n"
+
+
+# -- capture -----------------------------------------------------------------------------
+
+
+class _Capture:
+    """Folds operations into :class:`RunPlan` s and notes what MLflow would refuse or cut.
+
+    It has a sink's ``send``/``close`` shape, so it could sit behind the writer too; the
+    dry run calls it directly.
+    """
+
+    def __init__(self, max_spans: int) -> None:
+        self.runs: dict[str, RunPlan] = {}
+        self.findings: dict[tuple[str, str], Finding] = {}
+        self.max_spans = max_spans
+
+    def note(self, kind: str, where: str, message: str) -> None:
+        found = self.findings.get((kind, where))
+        if found is None:
+            self.findings[(kind, where)] = Finding(kind, where, message)
+        else:
+            found.count += 1
+
+    def send(self, ops: list[Operation]) -> None:
+        for op in ops:
+            if isinstance(op, OpenRun):
+                if op.run not in self.runs:
+                    self.runs[op.run] = RunPlan(
+                        op.run, op.kind, op.name, op.parent, op.start_time_ms, tags=dict(op.tags)
+                    )
+                self._check_texts(op.run, "tag", op.tags, MAX_TAG_CHARS)
+                continue
+            run = self.runs.get(op.run)
+            if run is None:
+                self.note("no_run", op.run, f"a write to {op.run}, which was never opened")
+                continue
+            if isinstance(op, SetTags):
+                run.tags.update(op.tags)
+                self._check_texts(op.run, "tag", op.tags, MAX_TAG_CHARS)
+            elif isinstance(op, LogParams):
+                self._params(run, op.params)
+            elif isinstance(op, LogMetrics):
+                self._metrics(run, op)
+            elif isinstance(op, AppendRows):
+                self._rows(run, op)
+            elif isinstance(op, LogArtifact):
+                if op.path in run.artifacts:
+                    self.note(
+                        "overwritten", f"{op.run} {op.path}", "artifact written more than once"
+                    )
+                run.artifacts[op.path] = {"chars": len(_dumps(op.content))}
+            elif isinstance(op, LogTrace):
+                self._trace(run, op)
+            elif isinstance(op, CloseRun):
+                run.status, run.end_time_ms = op.status, op.end_time_ms
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _check_texts(self, run: str, space: str, values: Mapping[str, str], limit: int) -> None:
+        for key, value in values.items():
+            if len(value) >= limit and value.endswith(TRUNCATION_MARKER):
+                self.note(
+                    "over_limit",
+                    f"{run} {space} {key}",
+                    f"{space} value cut to MLflow's limit of {limit} characters",
+                )
+
+    def _params(self, run: RunPlan, params: Mapping[str, str]) -> None:
+        self._check_texts(run.key, "param", params, MAX_PARAM_CHARS)
+        for key, value in params.items():
+            old = run.params.get(key)
+            if old is not None and old != value:
+                self.note(
+                    "param_changed",
+                    f"{run.key} param {key}",
+                    f"param logged again with another value ({_short(old, 40)} -> "
+                    f"{_short(value, 40)}); MLflow refuses to change a param",
+                )
+                continue
+            run.params[key] = value
+
+    def _metrics(self, run: RunPlan, op: LogMetrics) -> None:
+        for metric in op.metrics:
+            points = run.metrics.setdefault(metric.key, [])
+            if any(step == metric.step for step, _ in points):
+                self.note(
+                    "step_reused",
+                    f"{run.key} metric {metric.key}",
+                    "a step used more than once for this key (the chart shows both points)",
+                )
+            points.append((metric.step, metric.value))
+
+    def _rows(self, run: RunPlan, op: AppendRows) -> None:
+        target = run.tables if op.format == "table" else run.records
+        entry = target.get(op.path)
+        if entry is None:
+            if op.format == "table":
+                entry = target[op.path] = {"rows": 0, "columns": [], "first_rows": []}
+            else:
+                entry = target[op.path] = {"count": 0, "first": []}
+        for row in op.rows:
+            if op.format == "table":
+                entry["rows"] += 1
+                columns = entry["columns"]
+                columns.extend(c for c in row if c not in columns)
+                if len(entry["first_rows"]) < FIRST_ROWS:
+                    entry["first_rows"].append(row)
+                for column, cell in row.items():
+                    if isinstance(cell, str) and cell.endswith(TRUNCATION_MARKER):
+                        if len(cell) >= MAX_CELL_CHARS:
+                            self.note(
+                                "over_limit",
+                                f"{run.key} {op.path} column {column}",
+                                f"table cells cut at {MAX_CELL_CHARS} characters",
+                            )
+            else:
+                entry["count"] += 1
+                if len(entry["first"]) < FIRST_ROWS:
+                    entry["first"].append(row)
+
+    def _trace(self, run: RunPlan, op: LogTrace) -> None:
+        traces = run.traces
+        traces["count"] += 1
+        traces["spans"] += len(op.spans)
+        traces["max_spans"] = max(traces["max_spans"], len(op.spans))
+        feedback: dict[str, int] = traces["feedback"]
+        for item in op.feedback:
+            feedback[item.name] = feedback.get(item.name, 0) + 1
+        if "first" not in traces:
+            traces["first"] = {
+                "name": op.name,
+                "key": op.trace_key,
+                "start_time": _iso(op.start_time_ns // 1_000_000),
+                "end_time": _iso(op.end_time_ns // 1_000_000),
+                "status": op.status,
+                "spans": len(op.spans),
+                "tags": op.tags,
+                "feedback": [
+                    {"name": f.name, "value": f.value, "rationale": f.rationale}
+                    for f in op.feedback
+                ],
+            }
+        if len(op.spans) > self.max_spans:
+            self.note(
+                "over_limit",
+                f"{run.key} traces",
+                f"traces with more than {self.max_spans} spans: the rest are counted, not "
+                "sent (INSPECT_MLFLOW_TRACE_MAX_SPANS)",
+            )
+
+
+# -- instrumented engine -----------------------------------------------------------------
+
+
+class _PlacedProblems(Problems):
+    """The engine's problem counts, kept per place and never logged (they are printed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.placed: dict[tuple[str, str], Finding] = {}
+
+    def add(self, kind: str, where: Any, message: str) -> None:
+        """Count one problem at its place; remember the first message there."""
+        problem = self.by_kind.setdefault(kind, Problem(kind, 0, f"{where}: {message}"))
+        problem.count += 1
+        place = str(where) if where else ""
+        found = self.placed.get((kind, place))
+        if found is None:
+            self.placed[(kind, place)] = Finding(kind, place, message)
+        else:
+            found.count += 1
+
+
+class _WatchingEngine(Engine):
+    """The engine, noting for each expression whether it ever gave a value."""
+
+    def __init__(self, mapping: CompiledMapping, **kwargs: Any) -> None:
+        super().__init__(mapping, **kwargs)
+        self.problems = _PlacedProblems()
+        self.runs_of: dict[int, int] = {}
+        """id(expr) -> evaluations."""
+        self.gave: dict[int, int] = {}
+        """id(expr) -> evaluations that gave a value (not null, "", [] or {})."""
+        self.held: dict[int, int] = {}
+        """id(expr) -> evaluations that were true (JMESPath truthiness)."""
+
+    def _search(self, expr: Expr, doc: Any) -> Any:
+        value = super()._search(expr, doc)
+        key = id(expr)
+        self.runs_of[key] = self.runs_of.get(key, 0) + 1
+        if value is _MISSING or value is None:
+            return value
+        empty = isinstance(value, (str, list, dict)) and len(value) == 0
+        if not empty:
+            self.gave[key] = self.gave.get(key, 0) + 1
+            if value is not False:
+                self.held[key] = self.held.get(key, 0) + 1
+        return value
+
+
+def _entry_exprs(entries: Entries) -> Iterator[Expr]:
+    for template, expr in entries:
+        yield from _template_exprs(template)
+        yield expr
+
+
+def _template_exprs(template: KeyTemplate | None) -> Iterator[Expr]:
+    if template is not None:
+        yield from (part for part in template.parts if isinstance(part, Expr))
+
+
+def _loop_exprs(loops: Loops) -> Iterator[Expr]:
+    yield from (expr for _, expr in loops)
+
+
+def _value_exprs(value: Expr | ObjectExpr | None) -> Iterator[Expr]:
+    if isinstance(value, ObjectExpr):
+        yield from _entry_exprs(value.entries)
+    elif value is not None:
+        yield value
+
+
+def _rule_exprs(rule: Rule) -> Iterator[Expr | None]:
+    """Every expression of a rule except ``when`` (reported as "never applied")."""
+    yield rule.unique
+    yield rule.step
+    yield from (expr for _, expr in rule.collect)
+    yield from _loop_exprs(rule.for_each)
+    for entries in (rule.params, rule.tags, rule.metrics, rule.row):
+        yield from _entry_exprs(entries)
+    for template in (rule.table, rule.records, rule.artifact):
+        yield from _template_exprs(template)
+    yield from _value_exprs(rule.record)
+    yield from _value_exprs(rule.value)
+    trace = rule.trace
+    if trace is None:
+        return
+    yield from (trace.key, trace.name, trace.start, trace.end, trace.inputs, trace.outputs)
+    yield trace.status
+    yield from _entry_exprs(trace.tags)
+    yield from _entry_exprs(trace.metadata)
+    if trace.spans is not None:
+        spans = trace.spans
+        yield from _loop_exprs(spans.for_each)
+        yield from (spans.id, spans.parent, spans.name, spans.type, spans.start, spans.end)
+        yield from (spans.inputs, spans.outputs, spans.status, spans.error)
+        yield from _entry_exprs(spans.attributes)
+    if trace.feedback is not None:
+        feedback = trace.feedback
+        yield from _loop_exprs(feedback.for_each)
+        yield from (feedback.name, feedback.value, feedback.rationale, feedback.error)
+        yield from _entry_exprs(feedback.metadata)
+
+
+def _mapping_exprs(mapping: CompiledMapping) -> Iterator[Expr]:
+    """Every expression of the mapping that writes or shapes a value, in mapping order."""
+    for spec in mapping.runs.values():
+        yield spec.key
+        if spec.name is not None:
+            yield spec.name
+        yield from _entry_exprs(spec.tags)
+        yield spec.status
+    for rules in mapping.rules.values():
+        for rule in rules:
+            yield from (expr for expr in _rule_exprs(rule) if expr is not None)
+
+
+# -- the dry run -------------------------------------------------------------------------
+
+
+def dry_run(
+    mapping: CompiledMapping,
+    log: str | Path,
+    *,
+    log_artifacts: bool = True,
+    traces: bool = True,
+    max_spans: int = 1000,
+) -> DryRunReport:
+    """Replay one log through ``mapping`` and report what would be written.
+
+    Args:
+        mapping: The compiled mapping.
+        log: A ``.eval`` or ``.json`` Inspect log.
+        log_artifacts: As ``INSPECT_MLFLOW_LOG_ARTIFACTS``: False leaves tables,
+            records and artifacts out.
+        traces: As ``INSPECT_MLFLOW_TRACES``: False leaves traces out.
+        max_spans: As ``INSPECT_MLFLOW_TRACE_MAX_SPANS``, for the over-limit check.
+
+    Returns:
+        The report.
+
+    Raises:
+        LogReadError: The log cannot be read (a sample that cannot be read is reported
+            as a problem instead, after the samples before it).
+    """
+    from inspect_mlflow._importer import (
+        LogReadError,
+        Replayed,
+        read_header,
+        run_end_point,
+        run_start_point,
+        task_points,
+    )
+
+    header = read_header(log)
+    clock = _Clock()
+    engine = _WatchingEngine(mapping, log_artifacts=log_artifacts, clock=clock)
+    capture = _Capture(max_spans)
+    points = mapping.points()
+    fired: set[str] = set()
+
+    def feed(item: Replayed) -> None:
+        if item.point not in points:
+            return
+        fired.add(item.point)
+        if item.time is not None:
+            clock.now = item.time
+        ops = engine.handle(item.point, context(item.point, item.data, **item.ids))
+        if not traces:
+            ops = [op for op in ops if not isinstance(op, LogTrace)]
+        capture.send(ops)
+
+    feed(run_start_point([header]))
+    try:
+        for item in task_points(log, header, points):
+            feed(item)
+    except LogReadError as err:
+        capture.note("unreadable", str(log), str(err))
+    feed(run_end_point([header]))
+
+    problems = sorted(engine.problems.placed.values(), key=lambda f: (f.kind, f.where))
+    problems.extend(capture.findings.values())
+    return DryRunReport(
+        mapping=list(mapping.files),
+        log=str(log),
+        runs=list(capture.runs.values()),
+        problems=problems,
+        gave_nothing=_gave_nothing(mapping, engine),
+        never_applied=_never_applied(mapping, engine, fired),
+    )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _gave_nothing(mapping: CompiledMapping, engine: _WatchingEngine) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    seen: set[int] = set()
+    for expr in _mapping_exprs(mapping):
+        key = id(expr)
+        if key in seen:
+            continue
+        seen.add(key)
+        if engine.runs_of.get(key) and not engine.gave.get(key):
+            out.append({"where": str(expr.where), "expression": expr.text})
+    return out
+
+
+def _never_applied(
+    mapping: CompiledMapping, engine: _WatchingEngine, fired: set[str]
+) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    for point, rules in mapping.rules.items():
+        for number, rule in enumerate(rules):
+            name = rule.id or f"{point}[{number}]"
+            if point not in fired:
+                reason = f"{point} never fired for this log"
+            elif rule.when is not None and not engine.held.get(id(rule.when)):
+                reason = f"its when never held: {rule.when.text}"
+            else:
+                continue
+            out.append({"where": str(rule.where), "rule": name, "reason": reason})
+    return out
+
+
+# -- text --------------------------------------------------------------------------------
+
+
+def _iso(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def _short(value: Any, limit: int = _SHOWN_CHARS) -> str:
+    text = value if isinstance(value, str) else _dumps(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _metric_line(key: str, points: list[tuple[int, float]]) -> str:
+    steps = sorted(step for step, _ in points)
+    values = [value for _, value in sorted(points, key=lambda p: p[0])]
+    if len(points) == 1:
+        where = f"step {steps[0]}"
+        shown = _number(values[0])
+    else:
+        span = f"{steps[0]}..{steps[-1]}"
+        where = f"steps {span} ({len(points)} points)"
+        shown = f"first {_number(values[0])}, last {_number(values[-1])}"
+    return f"    {key}  {where}: {shown}"
+
+
+def _run_lines(run: RunPlan) -> Iterator[str]:
+    head = f"run {run.key}  name {run.name!r}  kind {run.kind}"
+    if run.parent:
+        head += f"  parent {run.parent}"
+    yield f"{head}  -> {run.status or 'left open'}"
+    yield f"  time: {_iso(run.start_time_ms)} -> {_iso(run.end_time_ms)}"
+    for title, values in (("tags", run.tags), ("params", run.params)):
+        yield f"  {title} ({len(values)})"
+        yield from (f"    {k} = {_short(v)}" for k, v in values.items())
+    points = sum(len(p) for p in run.metrics.values())
+    yield f"  metrics ({len(run.metrics)} keys, {points} points)"
+    yield from (_metric_line(k, p) for k, p in sorted(run.metrics.items()))
+    yield f"  tables ({len(run.tables)})"
+    for path, table in run.tables.items():
+        yield f"    {path}: {table['rows']} rows, {len(table['columns'])} columns"
+        for number, row in enumerate(table["first_rows"], 1):
+            yield f"      row {number}: {_short(row)}"
+    yield f"  records ({len(run.records)})"
+    for path, records in run.records.items():
+        yield f"    {path}: {records['count']} records"
+        for number, record in enumerate(records["first"], 1):
+            yield f"      record {number}: {_short(record)}"
+    yield f"  artifacts ({len(run.artifacts)})"
+    for path, info in run.artifacts.items():
+        yield f"    {path}: {info['chars']} characters of JSON"
+    traces = run.traces
+    feedback = ", ".join(f"{name} {n}" for name, n in sorted(traces["feedback"].items()))
+    yield (
+        f"  traces ({traces['count']}): {traces['spans']} spans "
+        f"(at most {traces['max_spans']} per trace); feedback: {feedback or 'none'}"
+    )
+    first = traces.get("first")
+    if first:
+        assessments = ", ".join(f"{f['name']}={_short(f['value'], 20)}" for f in first["feedback"])
+        yield (
+            f"    first: {first['name']!r} {first['status']}, {first['spans']} spans, "
+            f"feedback {assessments or 'none'}"
+        )
+
+
+def _text_lines(report: DryRunReport) -> Iterator[str]:
+    mapping = " + ".join(report.mapping)
+    yield f"Dry run of {mapping} on {report.log} (nothing is written)"
+    for run in report.runs:
+        yield ""
+        yield from _run_lines(run)
+    yield ""
+    yield f"problems ({len(report.problems)})"
+    for problem in report.problems:
+        times = f" (x{problem.count})" if problem.count > 1 else ""
+        yield f"  {problem.kind}: {problem.where}: {problem.message}{times}"
+    yield f"expressions that gave nothing on this log ({len(report.gave_nothing)})"
+    yield from (f"  {e['where']}: {e['expression']}" for e in report.gave_nothing)
+    yield f"rules that never applied ({len(report.never_applied)})"
+    yield from (f"  {r['where']} ({r['rule']}): {r['reason']}" for r in report.never_applied)
