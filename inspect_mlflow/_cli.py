@@ -24,6 +24,7 @@ __all__ = [
     "register_check",
     "register_demo",
     "register_import",
+    "register_replay",
 ]
 
 EXIT_OK = 0
@@ -257,7 +258,68 @@ def register_demo(subparsers: Any) -> None:
     register(subparsers)
 
 
-COMMANDS: list[Callable[[Any], None]] = [register_demo, register_check, register_import]
+def _run_replay(args: argparse.Namespace) -> int:
+    from inspect_mlflow._config import SettingsError, resolve_spool_dir
+    from inspect_mlflow._replay import replay
+    from inspect_mlflow._writer.spool import SpoolError
+
+    try:
+        directory = args.spool_dir or resolve_spool_dir()
+    except SettingsError as error:
+        print(f"inspect-mlflow replay: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if directory.exists() and not directory.is_dir():
+        print(f"inspect-mlflow replay: {directory} is not a directory", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        results = replay(directory, tracking_uri=args.tracking_uri)
+    except SpoolError as error:
+        print(f"inspect-mlflow replay: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if all(r.status == "delivered" for r in results) else EXIT_INVALID
+
+
+def register_replay(subparsers: Any) -> None:
+    """Add ``inspect-mlflow replay``."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="deliver writes that were spooled while MLflow was unreachable",
+        description=(
+            "Deliver the write operations an evaluation could not send to MLflow in time "
+            "(saved as spool files), oldest first. Runs are found by their logical key "
+            "before being created and metric points already stored are skipped, so "
+            "replaying twice duplicates nothing. Delivered files are removed; operations "
+            "MLflow refuses for good stay in their file and are listed. Credentials come "
+            "from the usual MLflow variables (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN)."
+        ),
+        epilog=(
+            "Exit status: 0 everything delivered (or nothing to do), 1 something was kept "
+            "(unreachable server, refused operations, a file still being written), 2 the "
+            "replay itself failed."
+        ),
+    )
+    parser.add_argument(
+        "--spool-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="spool directory (default: $INSPECT_MLFLOW_SPOOL_DIR, else the per-user cache)",
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
+        help="deliver to this tracking URI instead of the one recorded in each file",
+    )
+    parser.set_defaults(handler=_run_replay)
+
+
+COMMANDS: list[Callable[[Any], None]] = [
+    register_demo,
+    register_check,
+    register_import,
+    register_replay,
+]
 """Every ``register_<name>`` function; the order is the order in ``--help``."""
 
 

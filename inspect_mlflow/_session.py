@@ -17,12 +17,18 @@ from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.operations import LogTrace, Operation
 from inspect_mlflow._runtime.views import context
+from inspect_mlflow._secrets import Scrubber, ScrubFilter
 from inspect_mlflow._writer.writer import BackgroundWriter
 
 if TYPE_CHECKING:
     from inspect_mlflow._writer.mlflow_sink import MlflowSink
 
 logger = logging.getLogger(__name__)
+
+RETRY_WHILE_RUNNING = 7 * 24 * 3600.0
+"""Seconds a batch may keep failing transiently while the eval runs: in effect forever.
+Memory stays bounded by the queue size (beyond it writes go to the spool), and at run
+end the flush timeout decides, not this."""
 
 
 class Session:
@@ -42,20 +48,53 @@ class Session:
         self.engine = Engine(mapping, log_artifacts=settings.log_artifacts)
         self._lock = threading.Lock()
         assert settings.tracking_uri is not None
+        trace_options = {
+            "max_spans_per_trace": settings.trace_max_spans,
+            "max_attribute_chars": settings.trace_max_text,
+        }
         self.sink = MlflowSink(
-            settings.tracking_uri,
-            settings.experiment_name,
-            trace_options={
-                "max_spans_per_trace": settings.trace_max_spans,
-                "max_attribute_chars": settings.trace_max_text,
-            },
+            settings.tracking_uri, settings.experiment_name, trace_options=trace_options
         )
-        self.writer = BackgroundWriter(self.sink)
+        self._start_spool(settings, trace_options)
         self.resume_points = self.engine.resume_points
         """Points that may continue a run closed in an earlier process (see :meth:`prepare`)."""
         self._reader: MlflowSink | None = None
         self._autologged: list[str] | None = None
         self.errors = 0
+
+    def _start_spool(self, settings: Settings, trace_options: dict[str, Any]) -> None:
+        """Wire the writer to the spool, the reachability check and the secret scrubber."""
+        from inspect_mlflow._writer.reachability import ProbingSink, Reachability
+        from inspect_mlflow._writer.spool import SpoolWriter, default_spool_dir, public_uri
+        from inspect_mlflow._writer.undelivered import Undelivered
+
+        assert settings.tracking_uri is not None
+        self.public_uri = public_uri(settings.tracking_uri)
+        self.scrubber = Scrubber(settings.secrets)
+        self._scrub_filter = ScrubFilter(self.scrubber)
+        self._scrubbed_loggers = self._scrub_filter.attach() if self.scrubber else []
+        self.spool = SpoolWriter(
+            settings.spool_dir or default_spool_dir(),
+            tracking_uri=settings.tracking_uri,
+            experiment_name=settings.experiment_name,
+            trace_options=trace_options,
+        )
+        self.undelivered = Undelivered(
+            self.spool, on_gone=self._divert, closed_runs=self.sink.spooled_runs
+        )
+        self.writer = BackgroundWriter(
+            ProbingSink(self.sink, Reachability(settings.tracking_uri)),
+            max_queue_size=settings.max_queue_size,
+            max_batch_size=min(1000, settings.max_queue_size),
+            retry_timeout=RETRY_WHILE_RUNNING,
+            on_failure=self.undelivered.on_failure,
+            on_sent=self.undelivered.on_sent,
+        )
+        self._gave_up = False
+
+    def _divert(self) -> None:
+        """The server is gone or too slow: everything not yet delivered goes to the spool."""
+        self.writer.divert()
 
     def start_autolog(self) -> None:
         """Switch provider autolog on once per session, when the settings ask for it."""
@@ -107,6 +146,9 @@ class Session:
         if not self.settings.traces:
             ops = [op for op in ops if not isinstance(op, LogTrace)]
         if ops:
+            if self.scrubber:
+                ops = self.scrubber.ops(ops)
+            self.undelivered.track(ops)
             self.writer.emit(ops)
 
     def has_open_runs(self) -> bool:
@@ -115,26 +157,58 @@ class Session:
             return bool(self.engine.open_runs())
 
     def finish(self, timeout: float) -> bool:
-        """Deliver everything (bounded by ``timeout`` seconds) and report what went wrong.
+        """Deliver everything within ``timeout`` seconds, spool the rest, report once.
 
-        Runs off the event loop (the hook calls it in a worker thread).
+        The wait is bounded whatever the server does: when the flush does not complete,
+        the writer is diverted (queued writes go to the spool) and shut down with a short
+        grace; a send that still blocks then is abandoned and its batch spooled too.
+        Later writes of this session (runs still open) go to the spool as well, so their
+        order is kept. Runs off the event loop (the hook calls it in a worker thread).
         """
-        delivered = self.writer.flush(timeout)
+        grace = min(1.0, timeout / 4)
+        delivered = self._gave_up is False and self.writer.flush(timeout - grace)
+        if not delivered and not self._gave_up:
+            self._gave_up = True
+            self.writer.divert()
+            self.writer.shutdown(grace)
         self.report(delivered)
         return delivered
 
     def close(self, timeout: float) -> None:
-        """Stop the writer thread after a last flush."""
-        self.writer.shutdown(timeout)
+        """Stop the writer thread after a last flush; release the spool when it has ended.
+
+        A writer thread still blocked in an abandoned call keeps the spool file locked
+        (so a replay cannot race the call) until it ends; a daemon thread waits for that.
+        """
+        self.writer.shutdown(0.0 if self._gave_up else timeout)
+        if self.writer.wait_closed(0):
+            self._release()
+        else:
+            threading.Thread(
+                target=self._release_when_closed, name="inspect-mlflow-spool-release", daemon=True
+            ).start()
+
+    def _release_when_closed(self) -> None:
+        self.writer.wait_closed(None)
+        self._release()
+
+    def _release(self) -> None:
+        self.spool.close()
+        self._scrub_filter.detach(self._scrubbed_loggers)
 
     def report(self, delivered: bool) -> None:
         """Log one summary of values that could not be logged and writes not delivered."""
         lines = self.engine.problem_summary()
-        lines.extend(self.writer.problem_summary())
-        if not delivered:
-            lines.append(
-                f"some writes were not delivered to {self.settings.tracking_uri} within "
-                f"{self.settings.flush_timeout:g}s (INSPECT_MLFLOW_FLUSH_TIMEOUT)"
-            )
+        lines.extend(self.writer.problem_summary(undelivered=False))
         if lines:
             logger.warning("inspect-mlflow: %s", "; ".join(lines))
+        spooled = self.undelivered.message(
+            self.public_uri, default_dir=self.settings.spool_dir is None
+        )
+        if spooled:
+            why = (
+                f" within {self.settings.flush_timeout:g}s (INSPECT_MLFLOW_FLUSH_TIMEOUT)"
+                if not delivered
+                else ""
+            )
+            logger.warning("inspect-mlflow: MLflow did not take every write%s: %s", why, spooled)

@@ -55,6 +55,35 @@ class MlflowServer:
     root: Path
     log_path: Path
     process: subprocess.Popen[bytes]
+    command: list[str] | None = None
+    """How it was started (to start it again on the same port and store)."""
+    env: dict[str, str] | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port it listens on."""
+        return int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers (a crash: no shutdown, no flush)."""
+        if self.process.poll() is None:
+            _signal_group(self.process, "kill")
+            self.process.wait(10)
+
+    def restart(self, *, timeout: float = 90.0) -> None:
+        """Start the server again on the same port and store (after :meth:`kill`/`stop`)."""
+        assert self.command is not None, "started without start_mlflow_server"
+        self.stop()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=self.env,
+                start_new_session=True,
+            )
+        _wait_healthy(self, timeout)
 
     def requests(self) -> Counter[tuple[str, str]]:
         """Requests served so far, counted by ``(method, path)``."""
@@ -107,8 +136,22 @@ def _signal_group(process: subprocess.Popen[bytes], how: str) -> None:
     getattr(process, how)()
 
 
-def start_mlflow_server(root: Path, *, timeout: float = 90.0) -> MlflowServer:
+def start_mlflow_server(
+    root: Path,
+    *,
+    timeout: float = 90.0,
+    port: int | None = None,
+    app_name: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> MlflowServer:
     """Start a server under ``root`` and wait until ``GET /health`` answers ``OK``.
+
+    Args:
+        root: Directory for the store, the artifacts and the log.
+        timeout: Seconds to wait for it to become healthy.
+        port: Port to listen on (default: a free one).
+        app_name: ``--app-name`` (for example ``basic-auth``).
+        extra_env: Variables for the server process (for example auth settings).
 
     Raises:
         RuntimeError: The server exited or did not become healthy within ``timeout``;
@@ -117,7 +160,7 @@ def start_mlflow_server(root: Path, *, timeout: float = 90.0) -> MlflowServer:
     root.mkdir(parents=True, exist_ok=True)
     artifacts = root / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = root / "server.log"
     command = [
@@ -135,8 +178,11 @@ def start_mlflow_server(root: Path, *, timeout: float = 90.0) -> MlflowServer:
         "--workers",
         "1",
     ]
+    if app_name:
+        command += ["--app-name", app_name]
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra_env or {})
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -146,21 +192,28 @@ def start_mlflow_server(root: Path, *, timeout: float = 90.0) -> MlflowServer:
             env=env,
             start_new_session=True,
         )
-    server = MlflowServer(url=url, root=root, log_path=log_path, process=process)
+    server = MlflowServer(
+        url=url, root=root, log_path=log_path, process=process, command=command, env=env
+    )
+    _wait_healthy(server, timeout)
+    return server
+
+
+def _wait_healthy(server: MlflowServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if server.process.poll() is not None:
             break
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
                 if response.read().decode().strip() == "OK":
-                    return server
+                    return
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.25)
     server.stop()
-    tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-    raise RuntimeError(f"mlflow server at {url} did not become healthy:\n{tail}")
+    tail = server.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+    raise RuntimeError(f"mlflow server at {server.url} did not become healthy:\n{tail}")
 
 
 def remove(server: MlflowServer) -> None:

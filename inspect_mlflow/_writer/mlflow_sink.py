@@ -285,6 +285,10 @@ class MlflowSink:
         self._logged_tables: dict[str, list[dict[str, str]]] = {}
         self._trace_sender: Any = None
         self._traces_unavailable = False
+        self._cancelled = False
+        self.spooled_runs: set[str] = set()
+        """Runs whose close went to the spool with the rows held for them (set by the
+        spool's owner): :meth:`close` does not warn about their rows."""
 
     # -- public ----------------------------------------------------------------------
 
@@ -416,9 +420,19 @@ class MlflowSink:
                 rejected=rejected,
             ) from first_error
 
+    def cancel(self) -> None:
+        """Make no further MLflow call: each later one raises (any thread may call this).
+
+        For a writer that abandons this sink while one of its calls blocks (a server that
+        died mid-request): when that call returns, nothing more is sent from here.
+        """
+        self._cancelled = True
+
     def close(self) -> None:
         """Forget per-run state; rows of runs never closed are dropped with a warning."""
-        unclosed = [run for run, tables in self._tables.items() if tables]
+        unclosed = [
+            run for run, tables in self._tables.items() if tables and run not in self.spooled_runs
+        ]
         if unclosed:
             logger.warning(
                 "inspect-mlflow: runs closed the sink with unwritten tables: %s", unclosed
@@ -437,6 +451,8 @@ class MlflowSink:
         return self._client_obj
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._cancelled:
+            raise Refused("the sink was cancelled; no further MLflow call", "cancelled")
         self.calls[name] += 1
         return getattr(self._client, name)(*args, **kwargs)
 
@@ -711,6 +727,8 @@ class MlflowSink:
         The sender reports the traces that did not land (``failed`` items) and whether
         that was transient; only those are retried or failed, the rest landed.
         """
+        if self._cancelled:
+            raise _StepFailed(Refused("the sink was cancelled; no traces sent", "cancelled"))
         sender = self._traces()
         if sender is None:
             self.calls["traces_skipped"] += len(step.indices)

@@ -47,16 +47,25 @@ def _backend_gone(error: BaseException) -> bool:
 class Undelivered:
     """Spools what the writer cannot deliver and reports it once per run."""
 
-    def __init__(self, spool: SpoolWriter, *, on_gone: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        spool: SpoolWriter,
+        *,
+        on_gone: Callable[[], None] | None = None,
+        closed_runs: set[str] | None = None,
+    ) -> None:
         """Wire the spool.
 
         Args:
             spool: The session's spool file (created on the first write).
             on_gone: Called (once) when a failure says the backend is gone or too slow;
                 the session diverts its writer there.
+            closed_runs: Filled with the runs whose close was spooled (the sink's
+                ``spooled_runs``, so it does not warn about rows that went along).
         """
         self.spool = spool
         self._on_gone = on_gone
+        self.closed_runs = closed_runs if closed_runs is not None else set()
         self._lock = threading.Lock()
         self._rows: dict[str, dict[int, AppendRows]] = {}
         self._gone = False
@@ -108,6 +117,7 @@ class Undelivered:
                     self._rows.get(op.run, {}).pop(id(op), None)
                 elif isinstance(op, CloseRun):
                     out.extend(self._rows.pop(op.run, {}).values())
+                    self.closed_runs.add(op.run)
                 out.append(op)
             gone = _backend_gone(error)
             first_gone = gone and not self._gone

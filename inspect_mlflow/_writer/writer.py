@@ -387,13 +387,19 @@ class BackgroundWriter:
             taken, self._failed = self._failed, []
             return taken
 
-    def problem_summary(self) -> list[str]:
-        """One line per kind of problem, for the summary logged at run end."""
+    def problem_summary(self, *, undelivered: bool = True) -> list[str]:
+        """One line per kind of problem, for the summary logged at run end.
+
+        Args:
+            undelivered: Include the count of operations handed to ``on_failure`` (leave
+                it out when the ``on_failure`` callback reports them itself, as the spool
+                does).
+        """
         with self._lock:
             stats = dict(self._stats)
             rejected = list(self._rejected)
         lines: list[str] = []
-        if stats["ops_failed"]:
+        if undelivered and stats["ops_failed"]:
             lines.append(f"{stats['ops_failed']} write operation(s) could not be delivered")
         if stats["rejected"]:
             shown = ", ".join(f"{r.key} ({r.reason[:80]})" for r in rejected[:5])
