@@ -44,7 +44,7 @@ from inspect_ai import hooks as inspect_hooks
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import LogTrace, Operation
+from inspect_mlflow._runtime.operations import LogTrace, OpenRun, Operation
 from inspect_mlflow._runtime.views import context
 
 __all__ = [
@@ -227,7 +227,11 @@ def run_end_point(headers: Sequence[Any]) -> Replayed:
 
 
 def task_points(
-    path: str | Path, header: Any, points: frozenset[str] | None = None
+    path: str | Path,
+    header: Any,
+    points: frozenset[str] | None = None,
+    *,
+    skip_reused: bool = False,
 ) -> Iterator[Replayed]:
     """Every point of one task, ``task_start`` to ``task_end``, rebuilt from its log.
 
@@ -239,6 +243,10 @@ def task_points(
         path: The log file.
         header: Its header (:func:`read_header`).
         points: Only build payloads for these points (all when None).
+        skip_reused: Leave out samples a retried task reused from its earlier attempt
+            (they started before this attempt): live, Inspect fires no point for them,
+            and the earlier attempt already delivered them. For a log whose earlier
+            attempt is in MLflow already.
 
     Raises:
         LogReadError: A sample could not be read (after the error ``task_end``).
@@ -253,7 +261,8 @@ def task_points(
     error: LogReadError | None = None
     done = 0
     try:
-        for sample in _samples_by_completion(path, header):
+        reused_before = _reuse_cutoff(header) if skip_reused else None
+        for sample in _samples_by_completion(path, header, reused_before):
             for item in _sample_points(sample, header, wanted):
                 last = item.time if item.time is not None else last
                 yield dataclasses.replace(item, ids=extra) if extra else item
@@ -306,12 +315,31 @@ def _completion_key(item: Any) -> tuple[float, float, int, str]:
     )
 
 
-def _samples_by_completion(path: str | Path, header: Any) -> Iterator[Any]:
+def _reuse_cutoff(header: Any) -> float | None:
+    """When this attempt of the task started, to the second (samples before it were reused).
+
+    The log's own times have second precision, cut down: a sample that started before
+    the cut-off surely came from an earlier attempt, while one reused in the very second
+    the attempt started is counted as new (replayed again) rather than lost.
+    """
+    times = [t for t in (_task_started(header), _epoch(header.eval.created)) if t is not None]
+    return math.floor(max(times)) if times else None
+
+
+def _samples_by_completion(
+    path: str | Path, header: Any, reused_before: float | None = None
+) -> Iterator[Any]:
     """The samples of a log in the order they completed, one in memory at a time.
 
     ``.eval`` files are zip archives read sample by sample (the summaries give the
-    order); a ``.json`` log is one document, read whole.
+    order); a ``.json`` log is one document, read whole. Samples that started before
+    ``reused_before`` are left out.
     """
+
+    def keep(item: Any) -> bool:
+        started = _epoch(getattr(item, "started_at", None))
+        return reused_before is None or started is None or started >= reused_before
+
     from inspect_ai.log import read_eval_log, read_eval_log_sample_summaries
 
     location = str(path)
@@ -320,7 +348,7 @@ def _samples_by_completion(path: str | Path, header: Any) -> Iterator[Any]:
             summaries = read_eval_log_sample_summaries(location)
         except Exception as err:
             raise LogReadError(location, f"cannot read the samples: {_describe(err)}") from err
-        for summary in sorted(summaries, key=_completion_key):
+        for summary in sorted(filter(keep, summaries), key=_completion_key):
             yield _read_sample(location, summary)
         return
     try:
@@ -330,7 +358,7 @@ def _samples_by_completion(path: str | Path, header: Any) -> Iterator[Any]:
             log = read_eval_log(location, resolve_attachments=True)
     except Exception as err:
         raise LogReadError(location, f"cannot read the samples: {_describe(err)}") from err
-    samples = sorted(log.samples or [], key=_completion_key, reverse=True)
+    samples = sorted(filter(keep, log.samples or []), key=_completion_key, reverse=True)
     del log
     while samples:
         yield samples.pop()
@@ -545,8 +573,9 @@ class Importer:
         force: Import logs whose runs are already in the experiment again, as new runs.
         sink: The sink the writer delivers to (default: an ``MlflowSink`` for
             ``settings``); tests may pass another.
-        lookup: What answers "which of these run keys exist?" (default: a second
-            ``MlflowSink``); None with ``force``.
+        lookup: What finds existing runs by logical key (``find_runs``) and reads the
+            state of a run to continue (``read_run_state``); default: a second
+            ``MlflowSink``, none with ``force``.
         flush_every: Operations queued before the importer waits for the writer, which
             bounds memory on big logs.
     """
@@ -581,7 +610,11 @@ class Importer:
         scope = f"import:{settings.experiment_name}"
         self._trace_scope = f"{scope}:{uuid.uuid4().hex}" if force else scope
         self._pending = 0
-        self._done_keys: set[str] = set()
+        self._seen_evals: set[str] = set()
+        self._opened: set[str] = set()
+        """Runs this command opened (with ``force`` only the first open is a new run)."""
+        self._continues: set[str] = set()
+        """Eval ids of logs that continue a run already in MLflow or opened here."""
 
     def _mlflow_sink(self, *, resume: bool) -> Any:
         from inspect_mlflow._writer.mlflow_sink import MlflowSink
@@ -681,7 +714,8 @@ class Importer:
         self._feed(run_start_point(all_headers))
         for path, header in todo:
             try:
-                for item in task_points(path, header, self.points):
+                reused = header.eval.eval_id in self._continues
+                for item in task_points(path, header, self.points, skip_reused=reused):
                     self._feed(item)
                 outcomes.append(LogOutcome(path, "imported"))
             except LogReadError as err:
@@ -698,30 +732,66 @@ class Importer:
             settle(outcome)
 
     def _skip_reason(self, header: Any, run_headers: list[Any]) -> str:
-        """Why a log is not imported, or ``""``."""
+        """Why a log is not imported, or ``""``.
+
+        A log is identified by its eval id. It is in the experiment when every run its
+        ``task_start`` opens (else its ``run_start``) exists there, found by logical key;
+        for a run that attempts of a task continue (``resume``, as in eval sets), the run
+        must also cover this attempt: name its eval id in a tag, or have ended after the
+        attempt started (a later attempt is imported into it).
+        """
         if header.status == "started":
             return "the eval is still running (or was killed): status 'started'"
-        keys = self._run_keys(header, run_headers)
-        if not keys:
+        eval_id = header.eval.eval_id
+        if eval_id in self._seen_evals:
+            return "another copy of a log this command imported (same eval id)"
+        self._seen_evals.add(eval_id)
+        keys, continued = self._identity(header, run_headers)
+        found: dict[str, Any] = {}
+        if keys and not self.force and self.lookup is not None:
+            found = self.lookup.find_runs(keys)
+        if any(key in found or key in self._opened for key in continued):
+            self._continues.add(eval_id)
+        if not keys or len(found) < len(keys):
             return ""
-        if set(keys) <= self._done_keys:
-            return "already imported by this command (another copy of the same log)"
-        self._done_keys.update(keys)
-        if self.force or self.lookup is None:
-            return ""
-        if set(keys) <= self.lookup.existing_runs(keys):
-            return f"already in experiment '{self.settings.experiment_name}' ({', '.join(keys)})"
-        return ""
+        started = _task_started(header)
+        for key in continued:
+            run = found[key]
+            end = run.info.end_time
+            named = eval_id in run.data.tags.values()
+            if not named and end and started is not None and started * 1000 >= end:
+                return ""
+        return f"already in experiment '{self.settings.experiment_name}' ({', '.join(keys)})"
 
-    def _run_keys(self, header: Any, run_headers: list[Any]) -> list[str]:
-        """The runs that identify a log: those opened at ``task_start`` (else ``run_start``)."""
+    def _identity(self, header: Any, run_headers: list[Any]) -> tuple[list[str], list[str]]:
+        """The run keys that identify a log, and those of them that continue a run.
+
+        Those ``task_start`` opens, else those ``run_start`` opens.
+        """
         start = _make(inspect_hooks.TaskStart, **_ids(header), spec=header.eval, plan=header.plan)
-        ctx = context("task_start", start, **_extra_ids(header))
-        keys = self.engine.run_keys("task_start", ctx)
+        point, ctx = "task_start", context("task_start", start, **_extra_ids(header))
+        keys = self.engine.run_keys(point, ctx)
         if not keys:
-            run = run_start_point(run_headers).data
-            keys = self.engine.run_keys("run_start", context("run_start", run))
-        return keys
+            point, ctx = "run_start", context("run_start", run_start_point(run_headers).data)
+            keys = self.engine.run_keys(point, ctx)
+        return keys, self.engine.run_keys(point, ctx, resumable=True)
+
+    def _prepare(self, point: str, ctx: Mapping[str, Any]) -> None:
+        """Give runs this point continues the state they were closed with in MLflow.
+
+        As the hook does: a task attempt continuing a run from an earlier import or a
+        live eval counts on from where that run stopped.
+        """
+        for key in self.engine.pending_resumes(point, ctx):
+            state = self.lookup.read_run_state(key) if self.lookup is not None else None
+            self.engine.restore(key, state)
+
+    def _opening(self, op: OpenRun) -> OpenRun:
+        """Note the run; with ``--force`` its first open in this command is a new run."""
+        if op.run in self._opened:
+            return op
+        self._opened.add(op.run)
+        return dataclasses.replace(op, resume=False) if op.resume and self.force else op
 
     def _own_trace(self, op: LogTrace) -> LogTrace:
         """The trace under a key of this import's own.
@@ -739,7 +809,10 @@ class Importer:
         if item.time is not None:
             self._clock.now = item.time
         ctx = context(item.point, item.data, **item.ids)
+        if item.point in self.engine.resume_points and not self.force:
+            self._prepare(item.point, ctx)
         ops: list[Operation] = self.engine.handle(item.point, ctx)
+        ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
         if not self.settings.traces:
             ops = [op for op in ops if not isinstance(op, LogTrace)]
         elif any(isinstance(op, LogTrace) for op in ops):

@@ -188,8 +188,10 @@ def test_same_traces_and_feedback(both: dict[str, Any]) -> None:
 def test_the_sink_finds_runs_by_logical_key(both: dict[str, Any]) -> None:
     key = f"task:{both['log'].eval.eval_id}"
     sink = MlflowSink(both["uri"], both["experiment"])
-    assert sink.existing_runs([key, "task:no-such-eval"]) == {key}
-    assert MlflowSink(both["uri"], "no-such-experiment").existing_runs([key]) == set()
+    found = sink.find_runs([key, "task:no-such-eval"])
+    assert list(found) == [key]
+    assert found[key].info.run_id == both["imported"]["demo_addition"].info.run_id
+    assert MlflowSink(both["uri"], "no-such-experiment").find_runs([key]) == {}
 
 
 def test_importing_again_creates_nothing_and_force_does(both: dict[str, Any]) -> None:

@@ -154,4 +154,8 @@ def test_engine_run_keys_name_the_runs_a_point_opens(replayed: list[Replayed]) -
         f"eval:{run.data.run_id}"
     ]
     assert engine.run_keys("sample_end", context("run_start", run.data)) == []
+    # Outside an eval set no run is continued (``resume`` is false).
+    ctx = context("task_start", start.data)
+    assert engine.run_keys("task_start", ctx, resumable=True) == []
+    assert engine.run_keys("task_start", ctx, resumable=False) == [f"task:{start.data.eval_id}"]
     assert engine.open_runs() == []

@@ -363,7 +363,9 @@ class Engine:
         """Logical keys of the runs still open, in the order they were opened."""
         return list(self._runs)
 
-    def run_keys(self, point: str, ctx: Mapping[str, Any]) -> list[str]:
+    def run_keys(
+        self, point: str, ctx: Mapping[str, Any], *, resumable: bool | None = None
+    ) -> list[str]:
         """Logical keys of the runs that ``point`` opens on ``ctx``, parents first.
 
         Changes nothing: ``inspect-mlflow import`` uses it to tell whether a log's runs
@@ -372,13 +374,21 @@ class Engine:
         Args:
             point: A lifecycle point.
             ctx: Its context document.
+            resumable: True: only runs this context would continue (their ``resume``
+                holds); False: only the others; None: all.
 
         Returns:
             The keys whose key expression is not null, in the order they would open.
         """
         cache: dict[str, str | None] = {}
-        keys = [self._run_key(spec.kind, ctx, cache) for spec in self._opens.get(point, ())]
-        return [key for key in keys if key is not None]
+        keys = []
+        for spec in self._opens.get(point, ()):
+            if resumable is not None and self._resumes(spec, ctx) != resumable:
+                continue
+            key = self._run_key(spec.kind, ctx, cache)
+            if key is not None:
+                keys.append(key)
+        return keys
 
     def pending_resumes(self, point: str, ctx: Mapping[str, Any]) -> list[str]:
         """Keys of resumable runs ``point`` opens on ``ctx`` that this engine knows nothing of.

@@ -301,36 +301,31 @@ class MlflowSink:
         """The MLflow run id of a logical run key, if this sink created or found it."""
         return self._run_ids.get(run)
 
-    def existing_runs(self, runs: Iterable[str]) -> set[str]:
-        """The logical run keys among ``runs`` that have an active run in the experiment.
+    def find_runs(self, runs: Iterable[str]) -> dict[str, Any]:
+        """The active runs of the experiment that carry these logical run keys.
 
         For ``inspect-mlflow import``, which skips a log whose runs are already there.
-        It only reads (a missing experiment means none exist) and keeps no state, so a
-        separate sink instance can answer it on the caller's thread while the writer's
-        own sink delivers.
+        It only reads (a missing experiment means none exist) and caches nothing but the
+        experiment id, so a separate sink instance can answer it on the caller's thread
+        while the writer's own sink delivers.
 
         Args:
             runs: Logical run keys (``<kind>:<value>``).
 
         Returns:
-            The subset found by their ``inspect_mlflow.run_key`` tag.
+            Key -> the MLflow ``Run`` found by its ``inspect_mlflow.run_key`` tag, for the
+            keys that have one (one search request per key).
         """
-        experiment = self._call("get_experiment_by_name", self.experiment_name)
-        if experiment is None or experiment.lifecycle_stage != "active":
-            return set()
-        found: set[str] = set()
+        if self._experiment_id is None:
+            experiment = self._call("get_experiment_by_name", self.experiment_name)
+            if experiment is None or experiment.lifecycle_stage != "active":
+                return {}
+            self._experiment_id = str(experiment.experiment_id)
+        found: dict[str, Any] = {}
         for run in runs:
-            if "'" in run or "\\" in run:
-                continue  # not expressible in a filter string (the sink never finds it either)
-            hits = self._call(
-                "search_runs",
-                [experiment.experiment_id],
-                filter_string=f"tags.`{RUN_KEY_TAG}` = '{run}'",
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1,
-            )
-            if hits:
-                found.add(run)
+            existing = self._search_run(run)
+            if existing is not None:
+                found[run] = existing
         return found
 
     def read_run_state(self, run: str) -> dict[str, Any] | None:
