@@ -557,50 +557,56 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _metric_line(key: str, points: list[tuple[int, float]]) -> str:
-    steps = sorted(step for step, _ in points)
-    values = [value for _, value in sorted(points, key=lambda p: p[0])]
+def _metric_line(key: str, points: list[tuple[int, float]], width: int) -> str:
+    ordered = sorted(points, key=lambda p: p[0])
+    first, last = ordered[0], ordered[-1]
     if len(points) == 1:
-        where = f"step {steps[0]}"
-        shown = _number(values[0])
+        where, shown = f"step {first[0]}", _number(first[1])
     else:
-        span = f"{steps[0]}..{steps[-1]}"
-        where = f"steps {span} ({len(points)} points)"
-        shown = f"first {_number(values[0])}, last {_number(values[-1])}"
-    return f"    {key}  {where}: {shown}"
+        where = f"steps {first[0]}..{last[0]} ({len(points)} points)"
+        shown = f"first {_number(first[1])}, last {_number(last[1])}"
+    return f"    {key:<{width}}  {where}: {shown}"
 
 
 def _run_lines(run: RunPlan) -> Iterator[str]:
+    """One run: a header line, then only the sections that have something."""
     head = f"run {run.key}  name {run.name!r}  kind {run.kind}"
     if run.parent:
         head += f"  parent {run.parent}"
     yield f"{head}  -> {run.status or 'left open'}"
     yield f"  time: {_iso(run.start_time_ms)} -> {_iso(run.end_time_ms)}"
     for title, values in (("tags", run.tags), ("params", run.params)):
-        yield f"  {title} ({len(values)})"
-        yield from (f"    {k} = {_short(v)}" for k, v in values.items())
-    points = sum(len(p) for p in run.metrics.values())
-    yield f"  metrics ({len(run.metrics)} keys, {points} points)"
-    yield from (_metric_line(k, p) for k, p in sorted(run.metrics.items()))
-    yield f"  tables ({len(run.tables)})"
+        if values:
+            yield f"  {title} ({len(values)})"
+            yield from (f"    {k} = {_short(v)}" for k, v in values.items())
+    if run.metrics:
+        points = sum(len(p) for p in run.metrics.values())
+        width = min(max(len(k) for k in run.metrics), 48)
+        yield f"  metrics ({len(run.metrics)} keys, {points} points)"
+        yield from (_metric_line(k, p, width) for k, p in sorted(run.metrics.items()))
+    if run.tables:
+        yield f"  tables ({len(run.tables)})"
     for path, table in run.tables.items():
         yield f"    {path}: {table['rows']} rows, {len(table['columns'])} columns"
         for number, row in enumerate(table["first_rows"], 1):
             yield f"      row {number}: {_short(row)}"
-    yield f"  records ({len(run.records)})"
+    if run.records:
+        yield f"  records ({len(run.records)})"
     for path, records in run.records.items():
         yield f"    {path}: {records['count']} records"
         for number, record in enumerate(records["first"], 1):
             yield f"      record {number}: {_short(record)}"
-    yield f"  artifacts ({len(run.artifacts)})"
+    if run.artifacts:
+        yield f"  artifacts ({len(run.artifacts)})"
     for path, info in run.artifacts.items():
         yield f"    {path}: {info['chars']} characters of JSON"
     traces = run.traces
-    feedback = ", ".join(f"{name} {n}" for name, n in sorted(traces["feedback"].items()))
-    yield (
-        f"  traces ({traces['count']}): {traces['spans']} spans "
-        f"(at most {traces['max_spans']} per trace); feedback: {feedback or 'none'}"
-    )
+    if traces["count"]:
+        feedback = ", ".join(f"{name} {n}" for name, n in sorted(traces["feedback"].items()))
+        yield (
+            f"  traces ({traces['count']}): {traces['spans']} spans "
+            f"(at most {traces['max_spans']} per trace); feedback: {feedback or 'none'}"
+        )
     first = traces.get("first")
     if first:
         assessments = ", ".join(f"{f['name']}={_short(f['value'], 20)}" for f in first["feedback"])

@@ -201,6 +201,16 @@ class _StepFailed(Exception):
         self.pending = set(pending)
 
 
+class SinkCancelled(ConnectionAbortedError):
+    """The sink was cancelled (its writer gave up on it): no further MLflow call is made.
+
+    A connection error on purpose: what was not sent is pending, not refused (the writer
+    that cancelled the sink has handed it to the spool).
+    """
+
+    kind = "cancelled"
+
+
 class Refused(Exception):
     """A permanent problem the sink finds itself, before asking MLflow."""
 
@@ -447,7 +457,7 @@ class MlflowSink:
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self._cancelled:
-            raise Refused("the sink was cancelled; no further MLflow call", "cancelled")
+            raise SinkCancelled("the sink was cancelled; no further MLflow call")
         self.calls[name] += 1
         return getattr(self._client, name)(*args, **kwargs)
 
@@ -723,7 +733,7 @@ class MlflowSink:
         that was transient; only those are retried or failed, the rest landed.
         """
         if self._cancelled:
-            raise _StepFailed(Refused("the sink was cancelled; no traces sent", "cancelled"))
+            raise SinkCancelled("the sink was cancelled; no traces sent")
         sender = self._traces()
         if sender is None:
             self.calls["traces_skipped"] += len(step.indices)

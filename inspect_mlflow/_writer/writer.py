@@ -221,6 +221,7 @@ class BackgroundWriter:
         self._diverted = False
         self._abandoned = False
         self._inflight: list[Operation] = []  # handed to the sink, not yet settled
+        self._taken: list[Operation] = []  # taken from the queue for later chunks
         self._emitted = 0
         self._settled = 0
         self._sink_closed = False
@@ -324,9 +325,9 @@ class BackgroundWriter:
         with self._lock:
             # The thread is blocked in a send: abandon it. What it holds and what is
             # queued go to on_failure from here, in emission order.
-            left = list(self._inflight) + list(self._queue)
+            left = list(self._inflight) + list(self._taken) + list(self._queue)
             self._queue.clear()
-            self._inflight = []
+            self._inflight, self._taken = [], []
             self._abandoned = True
             self._settled += len(left)
             self._settled_cond.notify_all()
@@ -418,10 +419,14 @@ class BackgroundWriter:
                 with self._lock:
                     batch = list(self._queue)
                     self._queue.clear()
+                    self._taken = batch
                 for start in range(0, len(batch), self._max_batch_size):
                     chunk = batch[start : start + self._max_batch_size]
-                    if self._abandoned:
-                        return
+                    with self._lock:
+                        if self._abandoned:
+                            return
+                        self._taken = batch[start + len(chunk) :]
+                        self._inflight = chunk
                     try:
                         if self._diverted:
                             self._fail(chunk, Diverted("the writer sends nothing more"))
