@@ -6,9 +6,11 @@ its own so that its peak memory (``ru_maxrss``) is its own and the two arms star
 
 It writes one JSON object to ``--out``:
 
-- ``wall``: seconds spent in Inspect's ``eval()`` call (interpreter start-up and imports,
-  identical in both arms, are outside it; everything the hook does during the eval,
-  including MLflow's import and the wait for delivery at run end, is inside);
+- ``wall``: seconds from building the model (where Inspect loads the hooks and asks them
+  whether they are on) to the end of Inspect's ``eval()`` call. Interpreter start-up and
+  imports, identical in both arms, are outside; everything the hook does, including
+  reading its settings and mapping, MLflow's import and the wait for delivery at run
+  end, is inside;
 - ``maxrss_kb``: the process's peak resident memory;
 - ``holds``: how long hook callbacks held the event loop (p50, p99, max, count, and the
   worst callback by name). A callback holds the loop from each resumption to its next
@@ -38,16 +40,24 @@ class _Holds:
     def __init__(self) -> None:
         self.times: list[float] = []
         self.worst: dict[str, float] = defaultdict(float)
+        self.total: dict[str, float] = defaultdict(float)
+        self.longest: dict[str, float] = defaultdict(float)
 
     def add(self, name: str, seconds: float) -> None:
         self.times.append(seconds)
+        self.total[name] += seconds
         if seconds > self.worst[name]:
             self.worst[name] = seconds
+
+    def elapsed(self, name: str, seconds: float) -> None:
+        """A callback's whole duration, awaits included (the eval waits for it)."""
+        self.longest[name] = max(self.longest[name], seconds)
 
     def summary(self) -> dict[str, Any]:
         ordered = sorted(self.times)
         if not ordered:
-            return {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "worst": {}}
+            empty: dict[str, float] = {}
+            return {"count": 0, "p50": 0.0, "p99": 0.0, "max": 0.0, "worst": empty}
 
         def pct(p: float) -> float:
             return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -59,6 +69,8 @@ class _Holds:
             "p99": pct(99),
             "max": ordered[-1],
             "worst": worst,
+            "total": dict(sorted(self.total.items(), key=lambda kv: -kv[1])),
+            "elapsed": dict(sorted(self.longest.items(), key=lambda kv: -kv[1])[:5]),
         }
 
 
@@ -106,7 +118,11 @@ def instrument(holds: _Holds) -> None:
 
             def make(method: Any, label: str) -> Any:
                 async def timed(self: Any, data: Any) -> Any:
-                    return await _Timed(method(self, data), lambda s: holds.add(label, s))
+                    began = time.perf_counter()
+                    try:
+                        return await _Timed(method(self, data), lambda s: holds.add(label, s))
+                    finally:
+                        holds.elapsed(label, time.perf_counter() - began)
 
                 return timed
 
@@ -138,19 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     holds = _Holds()
     instrument(holds)
     task = demo_task(args.samples, name="overhead")
-    model = demo_model()  # Inspect loads and asks the hooks here, before the timed call
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="inspect-overhead-") as log_dir:
         began = time.perf_counter()
+        model = demo_model()  # Inspect loads the hooks here and asks them if they are on
         logs = inspect_eval(
             task, model=model, log_dir=log_dir, display="none", max_samples=args.max_samples
         )
         wall = time.perf_counter() - began
     status = logs[0].status if logs else "none"
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "wall": wall,
         "status": status,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "maxrss_kb": usage.ru_maxrss,
+        "cpu": usage.ru_utime + usage.ru_stime,
         "holds": holds.summary(),
         "mlflow_imported": "mlflow" in sys.modules,
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from inspect_mlflow import _autolog
@@ -18,6 +19,7 @@ from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.operations import LogTrace, Operation
 from inspect_mlflow._runtime.views import context
 from inspect_mlflow._secrets import Scrubber, ScrubFilter
+from inspect_mlflow._worker import SerialWorker
 from inspect_mlflow._writer.writer import BackgroundWriter
 
 if TYPE_CHECKING:
@@ -35,8 +37,10 @@ class Session:
     """Turns lifecycle points into operations and hands them to the background writer.
 
     ``handle`` runs on Inspect's event loop (and, for eval-set points, on short-lived
-    loops of other threads): it evaluates the mapping under a lock and only enqueues, so
-    it never waits on the network.
+    loops of other threads): it only queues the point. The session's worker thread
+    evaluates the mapping in hook order (see :mod:`inspect_mlflow._worker`) and hands the
+    writes to the background writer, so a callback waits neither on the network nor on
+    the evaluation.
     """
 
     def __init__(self, settings: Settings, mapping: CompiledMapping) -> None:
@@ -61,6 +65,7 @@ class Session:
         self._reader: MlflowSink | None = None
         self._autologged: list[str] | None = None
         self.errors = 0
+        self._worker = SerialWorker(self._run_job, name="inspect-mlflow-engine")
 
     def _start_spool(self, settings: Settings, trace_options: dict[str, Any]) -> None:
         """Wire the writer to the spool, the reachability check and the secret scrubber."""
@@ -118,6 +123,7 @@ class Session:
         """
         if point not in self.resume_points:
             return
+        self._worker.drain(self.settings.flush_timeout)  # the engine has seen earlier points
         ctx = context(point, data, **ids)
         with self._lock:
             keys = self.engine.pending_resumes(point, ctx)
@@ -134,10 +140,25 @@ class Session:
                 self.engine.restore(key, state)
 
     def handle(self, point: str, data: Any, **ids: Any) -> None:
-        """Evaluate the mapping for one lifecycle point and enqueue the writes.
+        """Queue one lifecycle point for evaluation; returns at once.
 
         ``ids`` are identities the hook adds to the context (for example ``task_id``).
+        The payload is read later, on the worker thread: Inspect hands the hook finished
+        objects (a sample at ``sample_end``, a log header at ``task_end``).
         """
+        if point in self.points:
+            self._worker.submit(point, data, ids)
+
+    def _run_job(self, point: str, data: Any, ids: dict[str, Any]) -> None:
+        try:
+            self._evaluate(point, data, **ids)
+        except Exception as err:  # never break the eval; count and tell once
+            self.errors += 1
+            if self.errors == 1:
+                logger.warning("inspect-mlflow: error at %s: %r", point, err)
+
+    def _evaluate(self, point: str, data: Any, **ids: Any) -> None:
+        """Evaluate the mapping for one lifecycle point and enqueue the writes (worker)."""
         if point not in self.points:
             return
         ctx = context(point, data, **ids)
@@ -165,6 +186,9 @@ class Session:
         Later writes of this session (runs still open) go to the spool as well, so their
         order is kept. Runs off the event loop (the hook calls it in a worker thread).
         """
+        began = time.monotonic()
+        self._worker.drain(timeout)  # evaluate the points still queued
+        timeout = max(0.0, timeout - (time.monotonic() - began))
         grace = min(1.0, timeout / 4)
         delivered = self._gave_up is False and self.writer.flush(timeout - grace)
         if not delivered and not self._gave_up:
@@ -180,6 +204,7 @@ class Session:
         A writer thread still blocked in an abandoned call keeps the spool file locked
         (so a replay cannot race the call) until it ends; a daemon thread waits for that.
         """
+        self._worker.stop(timeout)
         self.writer.shutdown(0.0 if self._gave_up else timeout)
         if self.writer.wait_closed(0):
             self._release()
