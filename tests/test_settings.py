@@ -209,6 +209,10 @@ def test_numbers(name: str, field: str, raw: str, expected: float) -> None:
         ("INSPECT_MLFLOW_FLUSH_TIMEOUT", "soon"),
         ("INSPECT_MLFLOW_FLUSH_TIMEOUT", "0"),
         ("INSPECT_MLFLOW_FLUSH_TIMEOUT", "-1"),
+        # nan compares false with everything (it became a zero-second flush), and an
+        # infinite timeout overflows thread joins: neither is a number of seconds.
+        ("INSPECT_MLFLOW_FLUSH_TIMEOUT", "nan"),
+        ("INSPECT_MLFLOW_FLUSH_TIMEOUT", "inf"),
     ],
 )
 def test_a_bad_number_names_the_variable(name: str, raw: str) -> None:
