@@ -220,6 +220,40 @@ def test_a_bad_number_names_the_variable(name: str, raw: str) -> None:
     assert name in message and repr(raw) in message and "positive" in message
 
 
+def test_queue_size() -> None:
+    assert settings().max_queue_size == 100_000
+    assert settings(INSPECT_MLFLOW_MAX_QUEUE_SIZE="500").max_queue_size == 500
+    for raw in ("0", "lots", "2.5"):
+        assert "INSPECT_MLFLOW_MAX_QUEUE_SIZE" in error(INSPECT_MLFLOW_MAX_QUEUE_SIZE=raw)
+
+
+# -- spool directory and MLflow credentials -------------------------------------------
+
+
+def test_spool_dir(tmp_path: Path) -> None:
+    assert settings().spool_dir is None  # the per-user default, resolved by the spool
+    assert settings(INSPECT_MLFLOW_SPOOL_DIR=str(tmp_path / "new")).spool_dir == tmp_path / "new"
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    message = error(INSPECT_MLFLOW_SPOOL_DIR=str(afile))
+    assert "INSPECT_MLFLOW_SPOOL_DIR" in message and "not a directory" in message
+
+
+def test_mlflow_credentials_are_kept_as_secrets_and_never_shown() -> None:
+    s = load_settings(
+        {
+            "MLFLOW_TRACKING_URI": "https://user:pa55word-xyz@mlflow.example.com",
+            "MLFLOW_TRACKING_TOKEN": "token-abcdef",
+            "DATABRICKS_TOKEN": "dapi-123456",
+            "MLFLOW_TRACKING_PASSWORD": "abc",  # too short to scrub safely
+        }
+    )
+    assert set(s.secrets) == {"pa55word-xyz", "token-abcdef", "dapi-123456"}
+    assert list(s.secrets) == sorted(s.secrets, key=len, reverse=True)
+    assert "token-abcdef" not in repr(s)
+    assert settings().secrets == ()
+
+
 def test_settings_are_read_from_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", URI)
     monkeypatch.setenv("INSPECT_MLFLOW_TRACES", "off")
