@@ -215,3 +215,59 @@ def test_a_failing_job_is_logged_and_the_worker_goes_on(caplog: Any) -> None:
     assert worker.drain(5) and seen == [0, 2]
     assert "boom" in caplog.text
     worker.stop(1)
+
+
+# -- the sink: a run's tables go up side by side when it closes -------------------------
+
+
+class _SlowUploads:
+    """A real MlflowClient whose uploads take 50 ms, recording how many overlap."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.real = MlflowClient(tracking_uri=uri)
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def log_text(self, *args: Any) -> Any:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.05)
+            return self.real.log_text(*args)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.mark.server
+def test_tables_of_a_run_upload_side_by_side_at_close(server_store: Any, tmp_path: Any) -> None:
+    import json
+
+    from inspect_mlflow._runtime.operations import AppendRows, CloseRun, OpenRun
+
+    sink = server_store.sink()
+    slow = _SlowUploads(server_store.tracking_uri)
+    sink._client_obj = slow
+    paths = [f"inspect/t{i}.json" for i in range(4)]
+    sink.send(
+        [
+            OpenRun(run="eval:u", kind="eval", name="u", parent=None, tags={}),
+            *[AppendRows("eval:u", path, ({"i": i},)) for i, path in enumerate(paths)],
+            CloseRun("eval:u", "FINISHED", 1),
+        ]
+    )
+    assert slow.most > 1 and sink.calls["log_text"] == 4
+    run_id = sink.run_id("eval:u")
+    client = server_store.client()
+    for i, path in enumerate(paths):
+        local = client.download_artifacts(run_id, path, str(tmp_path))
+        assert json.loads(open(local).read()) == {"columns": ["i"], "data": [[i]]}
+    logged = json.loads(client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
+    assert sorted(e["path"] for e in logged) == paths
+    assert client.get_run(run_id).info.status == "FINISHED"

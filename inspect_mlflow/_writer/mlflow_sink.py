@@ -30,6 +30,7 @@ import math
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from typing import Any
@@ -71,6 +72,9 @@ MAX_REQUEST_CHARS = 900_000
 envelope (run id, field names, JSON punctuation) that the estimate below leaves out."""
 
 _ENTRY_OVERHEAD = 64
+
+MAX_PARALLEL_UPLOADS = 8
+"""Table files of one run uploaded at once over HTTP when the run closes."""
 """Estimated JSON characters of one entry besides its key and value."""
 
 _TRANSIENT_CODES = frozenset(
@@ -605,6 +609,7 @@ class MlflowSink:
         run_id = self._require_run(op.run)
         tables = self._tables.get(op.run, {})
         logged = list(self._logged_tables.get(op.run, []))
+        uploads: list[tuple[str, str]] = []
         for (path, fmt), rows in tables.items():
             if op.run in self._continued and (path, fmt) not in self._merged.get(op.run, set()):
                 # A continued run keeps the rows it wrote before: read them back first.
@@ -617,10 +622,11 @@ class MlflowSink:
             except (TypeError, ValueError) as error:
                 rejected.append(Rejection(op.run, path, f"not JSON: {error}"))
                 continue
-            self._call("log_text", run_id, text, path)
+            uploads.append((text, path))
             entry = {"path": path, "type": "table"}
             if fmt == "table" and entry not in logged:
                 logged.append(entry)
+        self._upload_texts(run_id, uploads)
         if logged != self._logged_tables.get(op.run, []):
             self._call("set_tag", run_id, LOGGED_ARTIFACTS_TAG, json.dumps(logged))
             self._logged_tables[op.run] = logged
@@ -628,6 +634,29 @@ class MlflowSink:
         self._tables.pop(op.run, None)
         self._merged.pop(op.run, None)
         self._closed.add(op.run)
+
+    def _upload_texts(self, run_id: str, uploads: list[tuple[str, str]]) -> None:
+        """Write each ``(text, path)`` as an artifact of the run.
+
+        The files are independent, so over HTTP they go up side by side: the run end,
+        which the eval waits for, then costs one round trip for all of a run's tables
+        instead of one per table. The first failure is raised after all were tried (a
+        retry writes them all again; an upload replaces the file).
+        """
+        remote = self.tracking_uri.startswith(("http://", "https://", "databricks"))
+        if len(uploads) < 2 or not remote:
+            for text, path in uploads:
+                self._call("log_text", run_id, text, path)
+            return
+        if self._cancelled:
+            raise SinkCancelled("the sink was cancelled; no further MLflow call")
+        self.calls["log_text"] += len(uploads)
+        client = self._client
+        workers = min(len(uploads), MAX_PARALLEL_UPLOADS)
+        with ThreadPoolExecutor(workers, thread_name_prefix="inspect-mlflow-upload") as pool:
+            futures = [pool.submit(client.log_text, run_id, text, path) for text, path in uploads]
+        for future in futures:
+            future.result()
 
     def _existing_rows(self, run_id: str, path: str, fmt: str) -> list[Any]:
         """The rows of a table or record file a run already has (none when absent)."""
