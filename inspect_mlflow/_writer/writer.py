@@ -403,8 +403,14 @@ class BackgroundWriter:
         if undelivered and stats["ops_failed"]:
             lines.append(f"{stats['ops_failed']} write operation(s) could not be delivered")
         if stats["rejected"]:
-            shown = ", ".join(f"{r.key} ({r.reason[:80]})" for r in rejected[:5])
-            more = f" and {stats['rejected'] - 5} more" if stats["rejected"] > 5 else ""
+            by_key: dict[str, list[Rejection]] = {}
+            for r in rejected:
+                by_key.setdefault(r.key, []).append(r)
+            shown = ", ".join(
+                f"{key}{f' x{len(rs)}' if len(rs) > 1 else ''} ({rs[0].reason[:80]})"
+                for key, rs in list(by_key.items())[:5]
+            )
+            more = f" and {len(by_key) - 5} more key(s)" if len(by_key) > 5 else ""
             lines.append(f"{stats['rejected']} value(s) rejected by the backend: {shown}{more}")
         return lines
 
