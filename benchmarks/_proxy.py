@@ -41,8 +41,21 @@ class DelayProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        done = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        with contextlib.suppress(Exception):
+            done.result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        """Stop listening and end every connection, so the loop closes cleanly."""
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -65,14 +78,18 @@ class DelayProxy:
         except OSError:
             client_w.close()
             return
-        await asyncio.gather(
-            self._delayed(client_r, server_w),
-            self._pipe(server_r, client_w),
-            return_exceptions=True,
-        )
-        for writer in (client_w, server_w):
-            with contextlib.suppress(Exception):
-                writer.close()
+        try:
+            await asyncio.gather(
+                self._delayed(client_r, server_w),
+                self._pipe(server_r, client_w),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            pass  # shutdown; end normally (asyncio's stream callback reads the outcome)
+        finally:
+            for writer in (client_w, server_w):
+                with contextlib.suppress(Exception):
+                    writer.close()
 
     async def _delayed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Forward each chunk ``delay`` seconds after it arrived, keeping their order."""

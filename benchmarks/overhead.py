@@ -101,8 +101,12 @@ class Case:
         return max(run["holds"][key] for run in self.on) * 1000
 
 
+SETTINGS: dict[str, str] = {}
+"""``--set`` values for the hook-on evals (none: every setting at its default)."""
+
+
 def child_env(tracking_uri: str | None, experiment: str) -> dict[str, str]:
-    """The environment of one eval: defaults for every inspect-mlflow setting."""
+    """The environment of one eval: defaults for every inspect-mlflow setting but ``--set``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -112,6 +116,7 @@ def child_env(tracking_uri: str | None, experiment: str) -> dict[str, str]:
     if tracking_uri is not None:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
         env["MLFLOW_EXPERIMENT_NAME"] = experiment
+        env.update(SETTINGS)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -230,8 +235,12 @@ def report(cases: list[Case], pairs: int) -> None:
         f"\ninspect-mlflow overhead: demo eval (mock model, one tool call and one answer "
         f"per sample, two scorers), max_samples={MAX_SAMPLES}, {pairs} off/on pair(s) "
         "per row, default mapping (tables, artifacts, traces on), real mlflow server "
-        "with --serve-artifacts on 127.0.0.1\n"
+        "with --serve-artifacts on 127.0.0.1"
     )
+    if SETTINGS:
+        shown = ", ".join(f"{k}={v}" for k, v in SETTINGS.items())
+        print(f"settings of the hook-on evals: {shown}")
+    print()
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     for case in cases:
@@ -294,7 +303,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="N = 50, one pair, no warm-up (a smoke test)"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the hook-on evals, e.g. INSPECT_MLFLOW_TRACES=false (repeatable)",
+    )
     args = parser.parse_args(argv)
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--set takes NAME=VALUE, got {item!r}")
+        SETTINGS[name] = value
     if args.quick:
         args.samples, args.pairs = [50], 1
     if args.pairs < 1 or any(n < 1 for n in args.samples):
