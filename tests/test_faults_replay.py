@@ -250,3 +250,55 @@ def test_tracking_uri_override_and_a_spool_dir_that_is_a_file(sqlite_store, tmp_
     (tmp_path / "f").write_text("x")
     assert main(["replay", "--spool-dir", str(tmp_path / "f")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+class SlowSink(MlflowSink):
+    """A real sink behind a slow link: every send takes a while."""
+
+    def send(self, ops: Sequence[Operation]) -> None:
+        time.sleep(0.05)
+        super().send(ops)
+
+
+def test_a_server_slower_than_the_eval_spills_to_the_spool_with_bounded_memory(
+    sqlite_store, tmp_path
+):
+    ops = eval_ops("slow", samples=60)
+    sink = SlowSink(
+        sqlite_store.tracking_uri,
+        sqlite_store.experiment_name,
+        artifact_location=sqlite_store.artifact_location,
+    )
+    spool = SpoolWriter(
+        tmp_path,
+        tracking_uri=sqlite_store.tracking_uri,
+        experiment_name=sqlite_store.experiment_name,
+    )
+    holder: dict[str, BackgroundWriter] = {}
+    undelivered = Undelivered(
+        spool, on_gone=lambda: holder["writer"].divert(), closed_runs=sink.spooled_runs
+    )
+    writer = holder["writer"] = BackgroundWriter(
+        sink,
+        max_queue_size=20,
+        max_batch_size=5,
+        schedule_delay=0.01,
+        on_failure=undelivered.on_failure,
+        on_sent=undelivered.on_sent,
+    )
+    peak = 0
+    for i in range(0, len(ops), 3):  # the eval: faster than the sink
+        undelivered.track(ops[i : i + 3])
+        writer.emit(ops[i : i + 3])
+        peak = max(
+            peak, writer.stats["emitted"] - writer.stats["ops_sent"] - writer.stats["ops_failed"]
+        )
+    assert writer.flush(30)
+    writer.shutdown(10)
+    spool.close()
+    assert peak <= 20 + 5, "never more than the queue (and one batch in flight) in memory"
+    assert writer.stats["overflow"] > 0 and undelivered.gone
+    assert undelivered.spooled > len(ops) // 2, "the excess went to the spool"
+    assert sink.calls["log_batch"] > 0, "what fitted was delivered live"
+    assert replay_file(spool.path).status == "delivered"
+    assert_landed_exactly(sqlite_store.tracking_uri, sqlite_store.experiment_name, ops)
