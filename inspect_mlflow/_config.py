@@ -187,10 +187,29 @@ def resolve_spool_dir(env: Mapping[str, str] | None = None) -> Path:
     return _spool_dir(env) or default_spool_dir(env)
 
 
+def absolute_sqlite_uri(uri: str | None) -> str | None:
+    """A ``sqlite:///relative.db`` URI made absolute against the current directory.
+
+    SQLite opens a relative path against whatever directory is current when a connection
+    is made, and Inspect changes directory while it sets up tasks loaded from files: the
+    path is pinned when the settings are parsed (at run start), so the database is the
+    one next to where the eval started. Other URIs are returned as they are.
+    """
+    prefix = "sqlite:///"
+    if uri is None or not uri.startswith(prefix):
+        return uri
+    path, sep, query = uri[len(prefix) :].partition("?")
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return uri
+    return f"{prefix}{os.path.abspath(path)}{sep}{query}"
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Parse the environment (``os.environ`` by default); raise SettingsError when bad."""
     env = os.environ if env is None else env
-    tracking_uri = _get(env, "INSPECT_MLFLOW_TRACKING_URI") or _get(env, "MLFLOW_TRACKING_URI")
+    tracking_uri = absolute_sqlite_uri(
+        _get(env, "INSPECT_MLFLOW_TRACKING_URI") or _get(env, "MLFLOW_TRACKING_URI")
+    )
     if _get(env, "INSPECT_MLFLOW_LOG_ARTIFACTS") is not None:
         log_artifacts = parse_bool(env, "INSPECT_MLFLOW_LOG_ARTIFACTS", True)
     else:

@@ -147,6 +147,10 @@ class MlflowTrackingHook(Hooks):
         session = self._session_for("run_start")
         if session is not None:
             session.start_autolog()
+            from inspect_mlflow._writer.mlflow_sink import open_local_store
+
+            # Now, while the directory the eval started in is current (see there).
+            await anyio.to_thread.run_sync(open_local_store, session.settings.tracking_uri)
         await self._prepare("run_start", data)
         self._dispatch("run_start", data)
 

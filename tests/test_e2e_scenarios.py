@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -535,7 +536,65 @@ def test_credentials_are_not_in_the_store_files(credentials: Scenario) -> None:
             assert secret.encode() not in data, f"{secret} found in {path}"
 
 
-# -- 7. two evals in a row, one process, one store --------------------------------------
+# -- 7. a task from a file in another directory, a relative sqlite URI -----------------
+
+
+@task
+def elsewhere_task() -> Task:
+    """A task whose file lies in this directory: Inspect sets it up from here."""
+    base = demo_task(3, name="elsewhere_task")
+    return Task(dataset=base.dataset, solver=base.solver, scorer=base.scorer)
+
+
+def test_a_relative_sqlite_uri_and_its_artifacts_stay_where_the_eval_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inspect switches to the task file's directory while it sets a task up.
+
+    Logging must not follow it there: the database named relative to the directory the
+    eval started in, and MLflow's default artifact root (``./mlruns``) beside it. The
+    set-up window is widened here (it is short, but a store built in it is wrong for
+    good), so the test does not depend on timing.
+    """
+    from inspect_ai._eval.task.log import TaskLogger
+
+    task_dir = Path(__file__).parent
+    stores = ("mlruns", "mlflow.db")
+    before = {name for name in stores if (task_dir / name).exists()}
+    init = TaskLogger.init
+
+    async def slow_init(self: Any) -> None:
+        import anyio
+
+        assert Path.cwd() == task_dir  # still the window this test is about
+        await anyio.sleep(1.5)
+        await init(self)
+
+    monkeypatch.setattr(TaskLogger, "init", slow_init)
+    experiment = new_experiment_name("relative")
+    monkeypatch.chdir(tmp_path)
+    try:
+        logs = run_logged(elsewhere_task(), "sqlite:///mlflow.db", experiment, log_dir="logs")
+    finally:
+        monkeypatch.undo()
+        leaked = {name for name in stores if (task_dir / name).exists()} - before
+        for name in leaked:  # leave the source tree as it was, then fail
+            path = task_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    assert logs[0].status == "success"
+    assert not leaked, f"written into the task's directory: {leaked}"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    [run] = client.search_runs([exp.experiment_id], "attributes.run_name = 'elsewhere_task'")
+    assert run.info.artifact_uri.startswith(str(tmp_path / "mlruns"))
+    assert (tmp_path / "mlruns").is_dir()
+    assert [p.name for p in (tmp_path / "mlruns").rglob("samples.json")] == ["samples.json"]
+
+
+# -- 8. two evals in a row, one process, one store --------------------------------------
 
 
 def test_two_evals_in_a_row_each_get_their_own_runs(tmp_path: Path) -> None:
@@ -566,7 +625,7 @@ def test_two_evals_in_a_row_each_get_their_own_runs(tmp_path: Path) -> None:
         assert sorted(p.step for p in history) == list(range(samples))
 
 
-# -- 8. no tracking URI -----------------------------------------------------------------
+# -- 9. no tracking URI -----------------------------------------------------------------
 
 
 def _tracking_hook() -> MlflowTrackingHook:

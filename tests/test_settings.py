@@ -21,7 +21,7 @@ from inspect_mlflow._config import (
     load_settings,
 )
 
-URI = "sqlite:///somewhere/mlflow.db"
+URI = "sqlite:////somewhere/mlflow.db"
 
 TRUE_SPELLINGS = ("true", "TRUE", "True", "1", "yes", "YES", "on", "On", " true ")
 FALSE_SPELLINGS = ("false", "FALSE", "False", "0", "no", "No", "off", "OFF", " off\n")
@@ -71,6 +71,24 @@ def test_the_package_tracking_uri_wins_over_mlflows() -> None:
     assert s.tracking_uri == "http://x:5000"
     s = load_settings({"MLFLOW_TRACKING_URI": URI, "INSPECT_MLFLOW_TRACKING_URI": " "})
     assert s.tracking_uri == URI  # blank is unset
+
+
+def test_a_relative_sqlite_path_is_pinned_to_the_directory_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = load_settings({"MLFLOW_TRACKING_URI": "sqlite:///data/mlflow.db"}).tracking_uri
+    assert uri == f"sqlite:///{tmp_path}/data/mlflow.db"
+    for kept in (
+        f"sqlite:///{tmp_path}/abs.db",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "http://127.0.0.1:5000",
+        "databricks",
+    ):
+        assert load_settings({"MLFLOW_TRACKING_URI": kept}).tracking_uri == kept
+    query = load_settings({"MLFLOW_TRACKING_URI": "sqlite:///m.db?timeout=20"}).tracking_uri
+    assert query == f"sqlite:///{tmp_path}/m.db?timeout=20"
 
 
 def test_experiment_name() -> None:

@@ -866,3 +866,22 @@ def _pack(params: list[_Entry], tags: list[_Entry], metrics: list[_Entry]) -> li
         sizes[slot] += metric.size
         counts[slot] += 1
     return requests_
+
+
+def open_local_store(tracking_uri: str) -> None:
+    """Build MLflow's store for a local database now, against the current directory.
+
+    MLflow resolves a local store's default artifact root (``./mlruns``) against the
+    working directory when it first builds the store for a URI, and reuses that store.
+    Inspect changes directory while it sets up tasks loaded from files; a store first
+    built then (by the writer thread) would put the run's artifacts in the task's
+    directory. Call this where the user's directory is current, off the event loop
+    (it may create the database). Remote stores are left alone; a failure is left for
+    the writer to meet and report.
+    """
+    if not tracking_uri.startswith("sqlite:"):
+        return
+    try:
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as error:
+        logger.debug("inspect-mlflow: could not open %s yet: %r", tracking_uri, error)
