@@ -80,6 +80,12 @@ class MlflowTrackingHook(Hooks):
                 f"inspect-mlflow: the mapping {source} (INSPECT_MLFLOW_MAPPING) is invalid:\n"
                 f"{problems}\nFix it and run `inspect-mlflow check {source}` to confirm."
             ) from None
+        except Exception as err:  # a loader bug (deep nesting...): still no traceback
+            source = settings.mapping_path or "the built-in default mapping"
+            raise ConfigurationError(
+                f"inspect-mlflow: the mapping {source} (INSPECT_MLFLOW_MAPPING) could not be "
+                f"read: {type(err).__name__}: {err}\nRun `inspect-mlflow check {source}`."
+            ) from None
         self._settings = settings
         self._points = self._mapping.points()
         self._resume_points = frozenset(

@@ -1,0 +1,266 @@
+"""Fuzz the mapping loader and `inspect-mlflow check` with hypothesis.
+
+Every input must give either a compiled mapping or :class:`MappingInvalid` whose every
+error is placed (``file:line:col``, line and column >= 1); never
+another exception, never a hang (each example has a deadline). `inspect-mlflow check`
+must exit 0 or 1 with located lines, never 2 and never a traceback.
+
+Inputs: the default mapping and the examples mutated line by line and character by
+character with YAML's significant characters and JMESPath fragments; random mapping-like
+documents built from the mapping's own vocabulary; random text. The budget is fixed and
+the run derandomized, so CI time and results are stable (about 20 s).
+
+Two input classes are known to escape as exceptions from the YAML loader
+(``_mapping/yaml_load.py``, not owned here) and are kept out of the random strategies;
+they are pinned by the strict xfail tests at the end until the loader handles them.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from contextlib import redirect_stderr, redirect_stdout
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inspect_mlflow._cli import main
+from inspect_mlflow._mapping import MappingInvalid, load_mapping_text
+from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
+from inspect_mlflow._paths import data_root, default_mapping_path
+
+BUDGET = settings(
+    max_examples=120,
+    deadline=timedelta(seconds=5),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+SOURCES = [default_mapping_path(), *sorted((data_root() / "mappings" / "examples").glob("*.yaml"))]
+TEXTS = [p.read_text(encoding="utf-8") for p in SOURCES]
+
+SIGNIFICANT = list("{}[]:,-?'\"&*!|>#%@`\\ \t\n.()=<$~^") + [
+    "null",
+    "~",
+    "- ",
+    "? ",
+    ": ",
+    "*a",
+    "&a ",
+    "<<: ",
+    "---\n",
+    "...",
+    "!!str ",
+    "!!python/object:os.system ",
+    "yes",
+    "on",
+    "0x1F",
+    "1e999",
+    "-.inf",
+    ".nan",
+    "extends: default\n",
+    "[?",
+    "| ",
+    "&&",
+    "||",
+    "`1`",
+    "@.x",
+    "items(",
+    "unknown_fn(",
+    "counter.",
+    "series.",
+    "{sample.id}",
+]
+"""YAML punctuation, tags and odd scalars, and JMESPath fragments."""
+
+# C0 controls other than tab and newline (and their like) make the YAML reader raise
+# outside the loader's error handling: kept out here, pinned by a strict xfail below.
+_TEXT = st.characters(
+    blacklist_categories=("Cs", "Cc"), blacklist_characters="\x85\u2028\u2029\ufeff"
+) | st.sampled_from(["\n", "\t", " "])
+
+
+def check_loads(text: str, name: str = "fuzz.yaml") -> None:
+    """Load ``text``: success, or every error placed at ``file:line:col``."""
+    try:
+        load_mapping_text(text, name)
+    except MappingInvalid as invalid:
+        assert invalid.errors, "an invalid mapping names at least one problem"
+        for error in invalid.errors:
+            assert error.line >= 1 and error.col >= 1, f"unplaced: {error}"
+            assert error.file == name
+            assert str(error).startswith(f"{name}:{error.line}:{error.col}: $")
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> str:
+    """A shipped mapping with a few line and character edits."""
+    lines = draw(st.sampled_from(TEXTS)).splitlines(keepends=True)
+    for _ in range(draw(st.integers(1, 5))):
+        if not lines:
+            break
+        at = draw(st.integers(0, len(lines) - 1))
+        action = draw(st.sampled_from(["delete", "duplicate", "insert", "cut", "indent", "swap"]))
+        line = lines[at]
+        if action == "delete":
+            del lines[at]
+        elif action == "duplicate":
+            lines.insert(draw(st.integers(0, len(lines))), line)
+        elif action == "insert":
+            pos = draw(st.integers(0, len(line)))
+            piece = draw(st.sampled_from(SIGNIFICANT) | st.text(_TEXT, max_size=4))
+            lines[at] = line[:pos] + piece + line[pos:]
+        elif action == "cut":
+            pos = draw(st.integers(0, len(line)))
+            lines[at] = line[:pos] + line[pos + draw(st.integers(1, 8)) :]
+        elif action == "indent":
+            lines[at] = draw(st.sampled_from(["  ", "\t", " ", ""])) + line.lstrip(" ")
+        else:
+            other = draw(st.integers(0, len(lines) - 1))
+            lines[at], lines[other] = lines[other], lines[at]
+    return "".join(lines)
+
+
+_WORDS = [
+    "version",
+    "extends",
+    "remove",
+    "runs",
+    "rules",
+    "counters",
+    "series",
+    "open",
+    "close",
+    "key",
+    "parent",
+    "name",
+    "tags",
+    "status",
+    "params",
+    "metrics",
+    "step",
+    "run",
+    "when",
+    "for_each",
+    "table",
+    "row",
+    "artifact",
+    "content",
+    "count",
+    "trace",
+    "feedback",
+    "id",
+    "eval",
+    "task",
+    *LIFECYCLE_POINTS,
+]
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from(["sample.id", "`1`", "items(sample.scores)", "eval_id", "'x'", "a.b[0]"])
+    | st.text(_TEXT, max_size=12)
+)
+_DOCUMENTS = st.recursive(
+    _SCALARS,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(_WORDS) | st.text(_TEXT, max_size=6), children, max_size=5
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@BUDGET
+@given(mutated())
+def test_mutated_mappings_load_or_give_located_errors(text: str) -> None:
+    check_loads(text)
+
+
+@BUDGET
+@given(st.dictionaries(st.sampled_from(_WORDS), _DOCUMENTS, min_size=1, max_size=6))
+def test_random_mapping_like_documents_load_or_give_located_errors(document: dict) -> None:
+    check_loads(yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
+
+
+@settings(BUDGET, max_examples=60)
+@given(st.text(_TEXT, max_size=300))
+def test_random_text_loads_or_gives_located_errors(text: str) -> None:
+    check_loads(text)
+
+
+@settings(BUDGET, max_examples=25)
+@given(text=mutated())
+def test_check_command_exits_0_or_1_with_located_lines(text: str, tmp_path_factory) -> None:
+    path = tmp_path_factory.mktemp("fuzz") / "mapping.yaml"
+    path.write_text(text, encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(["check", str(path)])
+    assert code in (0, 1), err.getvalue()
+    assert "Traceback" not in out.getvalue() + err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines, "check always says something"
+    if code == 0:
+        assert str(path) in lines[-1] and ": OK, " in lines[-1]  # "default + path: OK"
+    else:
+        assert lines[-1].startswith(f"{path}: INVALID, ")
+        for line in lines[:-1]:
+            if line.startswith(str(path)):
+                assert re.match(rf"^{re.escape(str(path))}:\d+:\d+: \$", line), line
+
+
+# -- known escapes (yaml_load.py) -----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="yaml_load.load_yaml_text builds the YAML reader outside its try: a C0 control "
+    "character raises yaml.ReaderError instead of a located MappingError",
+)
+def test_control_characters_give_a_located_error() -> None:
+    check_loads("version: 1\x00\n")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="yaml_load.load_yaml_text does not catch RecursionError from PyYAML's composer "
+    "on deeply nested flow collections",
+)
+def test_deep_nesting_gives_a_located_error() -> None:
+    check_loads("[" * 5000 + "]" * 5000)
+
+
+def test_known_escapes_still_end_as_one_line_from_check(tmp_path: Path) -> None:
+    # Until the loader places them, the command still prints one line, no traceback.
+    for name, text in {"nul.yaml": "version: 1\x00\n", "deep.yaml": "[" * 5000}.items():
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = main(["check", str(path)])
+        assert code in (1, 2)
+        assert "Traceback" not in out.getvalue() + err.getvalue()
+        assert len((out.getvalue() + err.getvalue()).strip().splitlines()) <= 2
+
+
+def test_a_mapping_the_loader_chokes_on_stops_the_eval_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspect_mlflow._hook import ConfigurationError, MlflowTrackingHook
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("[" * 5000 + "]" * 5000, encoding="utf-8")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("INSPECT_MLFLOW_MAPPING", str(path))
+    with pytest.raises(ConfigurationError, match="could not be read") as raised:
+        MlflowTrackingHook().enabled()
+    assert str(path) in str(raised.value) and "inspect-mlflow check" in str(raised.value)
