@@ -449,6 +449,7 @@ def dry_run(
             as a problem instead, after the samples before it).
     """
     from inspect_mlflow._importer import (
+        LogClock,
         LogReadError,
         Replayed,
         read_header,
@@ -458,7 +459,7 @@ def dry_run(
     )
 
     header = read_header(log)
-    clock = _Clock()
+    clock = LogClock()
     engine = _WatchingEngine(mapping, log_artifacts=log_artifacts, clock=clock)
     capture = _Capture(max_spans)
     points = mapping.points()
@@ -493,14 +494,6 @@ def dry_run(
         gave_nothing=_gave_nothing(mapping, engine),
         never_applied=_never_applied(mapping, engine, fired),
     )
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _gave_nothing(mapping: CompiledMapping, engine: _WatchingEngine) -> list[dict[str, str]]:

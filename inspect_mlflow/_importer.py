@@ -50,6 +50,7 @@ from inspect_mlflow._runtime.views import context
 __all__ = [
     "ImportReport",
     "Importer",
+    "LogClock",
     "LogOutcome",
     "LogReadError",
     "Replayed",
@@ -554,8 +555,11 @@ class _Ref:
     started: float
 
 
-class _LogClock:
-    """The engine's clock during a replay: the time of the point being handled."""
+class LogClock:
+    """The engine's clock during a replay: the time of the point being handled.
+
+    Set :attr:`now` to a point's time in the log before the engine handles it.
+    """
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -597,7 +601,7 @@ class Importer:
         self.mapping = mapping
         self.points = mapping.points()
         self.force = force
-        self._clock = _LogClock()
+        self._clock = LogClock()
         self.engine = Engine(mapping, log_artifacts=settings.log_artifacts, clock=self._clock)
         if sink is None:
             sink = self._mlflow_sink(resume=not force)
@@ -674,7 +678,12 @@ class Importer:
     def _groups(
         self, files: Sequence[Path], settle: Callable[[LogOutcome], None]
     ) -> list[list[_Ref]]:
-        """Logs grouped by run (one parent run each), runs and tasks in start order."""
+        """Logs grouped by run (one parent run each), runs and tasks in start order.
+
+        Only a path, a run id and a time are kept per log: the headers are read again
+        when their run is imported (a few milliseconds each), so memory does not grow
+        with the number of logs.
+        """
         runs: dict[str, list[_Ref]] = {}
         for path in files:
             try:
