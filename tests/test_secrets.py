@@ -1,0 +1,260 @@
+"""Secrets stay secret: planted credentials never reach MLflow, a spool file or a message.
+
+Planted: model arguments ``api_key`` and ``openai_api_key``, a task argument
+``password``, and the values of ``MLFLOW_TRACKING_TOKEN`` and ``MLFLOW_TRACKING_PASSWORD``,
+which the eval's own data also echoes (a sample's input holds both, so they flow into
+traces and tables). The writes are forced through the spool (a one-operation queue) and
+replayed, so every place the package writes is covered: the store (database and artifact
+files), the spool files, and everything logged or printed.
+
+Then a real server with basic auth (``mlflow server --app-name basic-auth``): MLflow's
+standard variables (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) are all an eval needs; with
+a wrong password nothing is lost (it is spooled and replayed once the password is right)
+and the wrong password is printed nowhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import env, new_experiment_name, run_logged
+from faults_support import captured_logs, recorded_emits
+from mlflow_server import start_mlflow_server
+
+from inspect_mlflow._cli import main
+from inspect_mlflow._demo import answer
+from inspect_mlflow._writer.spool import list_spool_files, read_spool
+
+pytestmark = [pytest.mark.e2e]
+
+API_KEY = "sk-planted-api-key-4f1c9e"
+TASK_PASSWORD = "planted-task-password-77ab"
+TOKEN = "planted-tracking-token-9d2e"
+MLFLOW_PASSWORD = "planted-tracking-password-3c5a"
+PLANTED = (API_KEY, TASK_PASSWORD, TOKEN, MLFLOW_PASSWORD)
+
+
+def secret_task(password: str = "") -> Any:
+    from inspect_ai import Task, task
+    from inspect_ai.dataset import Sample
+    from inspect_ai.scorer import match
+    from inspect_ai.solver import generate, use_tools
+
+    from inspect_mlflow._demo import add_tool
+
+    @task
+    def login_check(password: str = "") -> Task:
+        samples = [
+            Sample(id=1, input="What is 1 + 2?", target="3"),
+            Sample(
+                id=2,
+                input=f"What is 2 + 3? (token {TOKEN}, password {MLFLOW_PASSWORD})",
+                target="5",
+                metadata={"note": f"echo {TOKEN}"},
+            ),
+            Sample(id=3, input="What is 3 + 4?", target="7"),
+        ]
+        return Task(dataset=samples, solver=[use_tools(add_tool()), generate()], scorer=match())
+
+    return login_check(password=password)
+
+
+def files_containing(root: Path, needles: tuple[str, ...]) -> dict[str, list[str]]:
+    """Files under ``root`` whose bytes contain any needle (which ones)."""
+    found: dict[str, list[str]] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits = [n for n in needles if n.encode() in data]
+            if hits:
+                found[str(path)] = hits
+    return found
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> dict[str, Any]:
+    import shutil
+
+    root = tmp_path_factory.mktemp("secrets")
+    store = root / "store"
+    store.mkdir()
+    shutil.copyfile(_sqlite_template, store / "mlflow.db")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    spool_dir = root / "spool"
+    experiment = new_experiment_name("secrets")
+    with captured_logs() as logs, recorded_emits() as emitted:
+        [log] = run_logged(
+            secret_task(password=TASK_PASSWORD),
+            uri,
+            experiment,
+            log_dir=str(root / "logs"),
+            model="mockllm/model",
+            # Inspect itself drops a model argument named exactly ``api_key`` from the log;
+            # any other credential-like name reaches the hook.
+            model_args={"custom_outputs": answer, "api_key": API_KEY, "openai_api_key": API_KEY},
+            extra_env={
+                "MLFLOW_TRACKING_TOKEN": TOKEN,
+                "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+                "INSPECT_MLFLOW_SPOOL_DIR": str(spool_dir),
+                "INSPECT_MLFLOW_MAX_QUEUE_SIZE": "1",
+                "INSPECT_MLFLOW_FLUSH_TIMEOUT": "5",
+            },
+        )
+        spooled = {p.name: p.read_bytes() for p in list_spool_files(spool_dir)}
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in list_spool_files(spool_dir)}
+        with env(MLFLOW_TRACKING_TOKEN=TOKEN, MLFLOW_TRACKING_PASSWORD=MLFLOW_PASSWORD):
+            code = main(["replay", "--spool-dir", str(spool_dir)])
+    return {
+        "root": root,
+        "store": store,
+        "uri": uri,
+        "experiment": experiment,
+        "log": log,
+        "logs": logs,
+        "emitted": list(emitted),
+        "spooled": spooled,
+        "modes": modes,
+        "replay_code": code,
+    }
+
+
+def test_the_secrets_were_really_in_the_eval(planted):
+    spec = planted["log"].eval
+    assert planted["log"].status == "success"
+    assert spec.task_args.get("password") == TASK_PASSWORD
+    assert spec.model_args.get("openai_api_key") == API_KEY
+    assert planted["spooled"], "the one-operation queue sent the writes to the spool"
+    assert planted["replay_code"] == 0
+
+
+def test_no_secret_in_the_store(planted):
+    assert files_containing(planted["store"], PLANTED) == {}
+
+
+def test_no_secret_in_spool_files_and_they_are_private(planted):
+    for name, data in planted["spooled"].items():
+        assert [s for s in PLANTED if s.encode() in data] == [], name
+        assert planted["modes"][name] == 0o600
+
+
+def test_no_secret_in_any_message(planted, capsys):
+    messages = [r.getMessage() for r in planted["logs"].records]
+    assert not [m for m in messages if any(s in m for s in PLANTED)]
+    out = capsys.readouterr()
+    assert not any(s in out.out + out.err for s in PLANTED)
+
+
+def test_the_data_around_the_secrets_still_landed_masked(planted):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=planted["uri"])
+    exp = client.get_experiment_by_name(planted["experiment"])
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    task = next(r for name, r in runs.items() if name.startswith("login_check"))
+    assert task.data.params.get("task_arg.password", "***") == "***"
+    texts = [
+        str(getattr(op, "inputs", "")) + str(getattr(op, "rows", "")) for op in planted["emitted"]
+    ]
+    assert any("token ***, password ***" in t for t in texts), "masked, not dropped"
+    history = client.get_metric_history(task.info.run_id, "sample/match")
+    assert len(history) == 3, "every sample's data landed"
+
+
+# -- basic auth ---------------------------------------------------------------------------
+
+ADMIN_PASSWORD = "Admin-pw-for-tests-8h2k"
+WRONG_PASSWORD = "wrong-password-never-printed"
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    pytest.importorskip("flask_wtf", reason="the basic-auth app needs mlflow[auth]")
+    root = tmp_path_factory.mktemp("auth")
+    ini = root / "basic_auth.ini"
+    ini.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # Without the cache every request pays a PBKDF2 hash check (about a second here).
+        "auth_cache_ttl_seconds = 300\n"
+    )
+    server = start_mlflow_server(
+        root / "server",
+        app_name="basic-auth",
+        extra_env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret-key",
+        },
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.server
+def test_basic_auth_with_mlflow_standard_variables(auth_server, tmp_path):
+    from mlflow import MlflowClient
+
+    experiment = new_experiment_name("auth")
+    creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    with recorded_emits() as emitted, captured_logs() as logs:
+        [log] = run_logged(
+            secret_task(),
+            auth_server.url,
+            experiment,
+            log_dir=str(tmp_path / "logs"),
+            extra_env={
+                **creds,
+                "INSPECT_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+                "INSPECT_MLFLOW_FLUSH_TIMEOUT": "120",
+            },
+        )
+    assert log.status == "success"
+    spooled = [read_spool(p) for p in list_spool_files(tmp_path / "spool")]
+    assert spooled == [], [s.header for s in spooled] + [logs.messages()]
+    with env(**creds):
+        client = MlflowClient(tracking_uri=auth_server.url)
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2
+    assert len([op for op in emitted if type(op).__name__ == "LogTrace"]) == 3
+
+
+@pytest.mark.server
+def test_a_wrong_password_loses_nothing_and_is_printed_nowhere(auth_server, tmp_path, capsys):
+    from faults_support import assert_landed_exactly
+
+    experiment = new_experiment_name("auth-wrong")
+    spool_dir = tmp_path / "spool"
+    wrong = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": WRONG_PASSWORD}
+    with captured_logs() as logs, recorded_emits() as emitted:
+        [log] = run_logged(
+            secret_task(),
+            auth_server.url,
+            experiment,
+            log_dir=str(tmp_path / "logs"),
+            extra_env={**wrong, "INSPECT_MLFLOW_SPOOL_DIR": str(spool_dir)},
+        )
+    assert log.status == "success", "a tracking failure never fails the eval"
+    [path] = list_spool_files(spool_dir)
+    assert len(read_spool(path).ops) == len(emitted)
+    warnings = logs.messages(logging.WARNING)
+    assert any("UNAUTHENTICATED" in m or "401" in m for m in warnings), warnings
+    assert any("inspect-mlflow replay" in m for m in warnings)
+    assert not [r for r in logs.records if WRONG_PASSWORD in r.getMessage()]
+    assert WRONG_PASSWORD.encode() not in path.read_bytes()
+    out = capsys.readouterr()
+    assert WRONG_PASSWORD not in out.out + out.err
+
+    right = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+    with env(**right):
+        assert main(["replay", "--spool-dir", str(spool_dir)]) == 0
+        assert_landed_exactly(auth_server.url, experiment, emitted)
