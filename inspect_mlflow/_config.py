@@ -37,6 +37,25 @@ SECRET_VARIABLES: tuple[str, ...] = (
 """Credentials MLflow reads from the environment: their values never appear in anything
 the package writes or prints."""
 
+VARIABLES: tuple[str, ...] = (
+    "INSPECT_MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_NAME",
+    "INSPECT_MLFLOW_LOG_ARTIFACTS",
+    "MLFLOW_INSPECT_LOG_ARTIFACTS",
+    "INSPECT_MLFLOW_AUTOLOG_ENABLED",
+    "INSPECT_MLFLOW_AUTOLOG_MODELS",
+    "INSPECT_MLFLOW_MAPPING",
+    "INSPECT_MLFLOW_TRACES",
+    "INSPECT_MLFLOW_TRACE_MAX_SPANS",
+    "INSPECT_MLFLOW_TRACE_MAX_TEXT",
+    "INSPECT_MLFLOW_FLUSH_TIMEOUT",
+    "INSPECT_MLFLOW_SPOOL_DIR",
+    "INSPECT_MLFLOW_MAX_QUEUE_SIZE",
+    *SECRET_VARIABLES,
+)
+"""Every environment variable :func:`load_settings` reads."""
+
 _MIN_SECRET_CHARS = 4
 """Shorter values are not scrubbed (replacing every ``a`` in a log would help nobody)."""
 
@@ -202,6 +221,16 @@ def absolute_sqlite_uri(uri: str | None) -> str | None:
     if not path or path == ":memory:" or Path(path).is_absolute():
         return uri
     return f"{prefix}{os.path.abspath(path)}{sep}{query}"
+
+
+def fingerprint(env: Mapping[str, str] | None = None) -> tuple[str | None, ...]:
+    """What the settings depend on: the variables read here and the working directory.
+
+    Equal fingerprints parse to equal settings (a relative sqlite path is resolved
+    against the directory), so a caller may keep parsed settings until it changes.
+    """
+    env = os.environ if env is None else env
+    return (os.getcwd(), *(env.get(name) for name in VARIABLES))
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

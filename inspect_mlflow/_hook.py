@@ -19,7 +19,7 @@ import anyio.to_thread
 from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.hooks import Hooks, TaskEnd
 
-from inspect_mlflow._config import Settings, SettingsError, load_settings
+from inspect_mlflow._config import Settings, SettingsError, fingerprint, load_settings
 from inspect_mlflow._mapping import MappingInvalid, load_mapping
 from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
 
@@ -38,6 +38,8 @@ class MlflowTrackingHook(Hooks):
 
     def __init__(self) -> None:
         self._checked = False
+        self._fingerprint: tuple[str | None, ...] = ()
+        """The environment the cached settings were parsed from (see :meth:`enabled`)."""
         self._settings: Settings | None = None
         self._mapping: Any = None
         self._points: frozenset[str] = frozenset()
@@ -56,8 +58,13 @@ class MlflowTrackingHook(Hooks):
     # -- activation -------------------------------------------------------------------
 
     def enabled(self) -> bool:
-        """Parse settings and mapping once per run; raise on bad input (stops the eval)."""
-        if self._checked:
+        """Parse settings and mapping once per run; raise on bad input (stops the eval).
+
+        Inspect asks outside runs too (when a model is created, at an eval set's end):
+        while no session is open, the settings are parsed again when the environment
+        changed since, so the next eval starts with what it says then.
+        """
+        if self._checked and (self._session is not None or self._fingerprint == fingerprint()):
             return self._settings is not None
         try:
             settings = load_settings()
@@ -92,6 +99,7 @@ class MlflowTrackingHook(Hooks):
             spec.open for spec in self._mapping.runs.values() if spec.resume is not None
         )
         self._checked = True
+        self._fingerprint = fingerprint()
         return True
 
     def _session_for(self, point: str) -> Any:

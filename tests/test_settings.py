@@ -272,6 +272,23 @@ def test_mlflow_credentials_are_kept_as_secrets_and_never_shown() -> None:
     assert settings().secrets == ()
 
 
+def test_the_fingerprint_covers_every_variable_and_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inspect_mlflow._config as config
+
+    source = Path(config.__file__).read_text()
+    named = set(re.findall(r'"((?:INSPECT_)?MLFLOW_[A-Z_]+|DATABRICKS_[A-Z_]+)"', source))
+    assert named == set(config.VARIABLES)
+    env = {"MLFLOW_TRACKING_URI": URI}
+    first = config.fingerprint(env)
+    assert config.fingerprint(dict(env)) == first
+    for name in config.VARIABLES:
+        assert config.fingerprint({**env, name: "changed"}) != first, name
+    monkeypatch.chdir(tmp_path)  # a relative sqlite path depends on it
+    assert config.fingerprint(env) != first
+
+
 def test_settings_are_read_from_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", URI)
     monkeypatch.setenv("INSPECT_MLFLOW_TRACES", "off")
@@ -321,6 +338,25 @@ def test_a_bad_boolean_stops_the_eval_before_the_first_sample(tmp_path: Path) ->
     assert "INSPECT_MLFLOW_TRACES='maybe' is not a boolean" in message
     assert "Traceback" not in message
     _assert_nothing_ran_or_logged(tmp_path)
+
+
+@pytest.mark.e2e
+def test_settings_read_before_a_run_do_not_stick_to_it(tmp_path: Path) -> None:
+    """Inspect asks hooks whether they are enabled outside runs too (when a model is
+    created, at an eval set's end): what the environment said then must not replace
+    what it says when the next eval starts."""
+    from e2e_support import env
+    from inspect_ai.hooks._hooks import get_all_hooks
+
+    from inspect_mlflow._hook import MlflowTrackingHook
+
+    [hook] = [h for h in get_all_hooks() if isinstance(h, MlflowTrackingHook)]
+    with env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/before.db", INSPECT_MLFLOW_TRACES=None):
+        assert hook.enabled() is True
+    _, logs, err = _run(tmp_path, INSPECT_MLFLOW_TRACES="maybe")
+    assert logs is None and "INSPECT_MLFLOW_TRACES='maybe'" in str(err)
+    _assert_nothing_ran_or_logged(tmp_path)
+    assert not (tmp_path / "before.db").exists()
 
 
 @pytest.mark.e2e
