@@ -310,7 +310,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a setting for the hook-on evals, e.g. INSPECT_MLFLOW_TRACES=false (repeatable)",
     )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="use this running mlflow server instead of starting one (needs --server-log)",
+    )
+    parser.add_argument(
+        "--server-log", metavar="PATH", help="that server's access log, to count requests"
+    )
     args = parser.parse_args(argv)
+    if bool(args.server) != bool(args.server_log):
+        parser.error("--server and --server-log go together")
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -327,8 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="inspect-mlflow-overhead-") as tmp:
         work = Path(tmp)
-        print("starting mlflow server ...", file=sys.stderr, flush=True)
-        server = start_mlflow_server(work / "server")
+        if args.server:
+            server = _running_server(args.server, args.server_log)
+        else:
+            print("starting mlflow server ...", file=sys.stderr, flush=True)
+            server = start_mlflow_server(work / "server")
         try:
             port = urlparse(server.url).port
             assert port is not None
@@ -347,8 +360,20 @@ def main(argv: list[str] | None = None) -> int:
                         cases.append(run_case(samples, 0, args.pairs, server, server.url, work))
             report(cases, args.pairs)
         finally:
-            remove(server)
+            if not args.server:
+                remove(server)
     return 0
+
+
+def _running_server(url: str, log: str) -> MlflowServer:
+    """A server someone else started (the test suite's); its log counts the requests."""
+    log_path = Path(log)
+    if not log_path.is_file():
+        raise SystemExit(f"--server-log {log} is not a file")
+    process: Any = None  # not ours: never stopped here
+    return MlflowServer(
+        url=url.rstrip("/"), root=log_path.parent, log_path=log_path, process=process
+    )
 
 
 if __name__ == "__main__":

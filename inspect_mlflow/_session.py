@@ -32,6 +32,12 @@ RETRY_WHILE_RUNNING = 7 * 24 * 3600.0
 Memory stays bounded by the queue size (beyond it writes go to the spool), and at run
 end the flush timeout decides, not this."""
 
+SCHEDULE_DELAY = 1.0
+"""Seconds between two deliveries of the writer while the eval runs. Each delivery costs
+a few requests per run (one ``log_batch`` of everything the interval gathered, one span
+upload for its traces), so requests grow with the eval's duration, not with its samples;
+the run end does not wait for it (a flush wakes the writer at once)."""
+
 
 class Session:
     """Turns lifecycle points into operations and hands them to the background writer.
@@ -92,6 +98,7 @@ class Session:
             max_queue_size=settings.max_queue_size,
             max_batch_size=min(1000, settings.max_queue_size),
             retry_timeout=RETRY_WHILE_RUNNING,
+            schedule_delay=SCHEDULE_DELAY,
             on_failure=self.undelivered.on_failure,
             on_sent=self.undelivered.on_sent,
         )
