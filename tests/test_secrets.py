@@ -258,3 +258,22 @@ def test_a_wrong_password_loses_nothing_and_is_printed_nowhere(auth_server, tmp_
     with env(**right):
         assert main(["replay", "--spool-dir", str(spool_dir)]) == 0
         assert_landed_exactly(auth_server.url, experiment, emitted)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "!!python/object/apply:os.system ['touch {marker}']",
+        "!!python/name:os.system",
+        "!!python/object/new:subprocess.Popen [['touch', '{marker}']]",
+    ],
+)
+def test_mappings_are_loaded_as_plain_data_never_objects(tmp_path, tag):
+    from inspect_mlflow._mapping import MappingInvalid, load_mapping_text
+
+    marker = tmp_path / "constructed"
+    text = f"version: 1\nruns:\n  eval: {tag.format(marker=marker)}\n"
+    with pytest.raises(MappingInvalid) as invalid:
+        load_mapping_text(text, "evil.yaml")
+    assert not marker.exists(), "nothing was constructed or run"
+    assert any("is not allowed" in e.message and e.line == 3 for e in invalid.value.errors)
