@@ -36,9 +36,7 @@ TABLES = (
 )
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("server", marks=pytest.mark.server)]
-)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("server", marks=pytest.mark.server)])
 def logged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One eval per store, shared by the module's tests."""
     root = tmp_path_factory.mktemp(f"e2e-default-{request.param}")
@@ -105,9 +103,7 @@ def test_per_sample_step_metrics(logged: dict) -> None:
     for key in ("sample/match", "sample/includes", "sample/total_time"):
         points = history(logged, key)
         assert sorted(p.step for p in points) == list(range(n)), key
-    correct = sum(
-        1 for s in log.samples if s.scores["match"].value == "C"
-    )
+    correct = sum(1 for s in log.samples if s.scores["match"].value == "C")
     assert sum(p.value for p in history(logged, "sample/match")) == correct
 
 
