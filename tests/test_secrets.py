@@ -277,3 +277,45 @@ def test_mappings_are_loaded_as_plain_data_never_objects(tmp_path, tag):
         load_mapping_text(text, "evil.yaml")
     assert not marker.exists(), "nothing was constructed or run"
     assert any("is not allowed" in e.message and e.line == 3 for e in invalid.value.errors)
+
+
+def test_the_scrubber_masks_values_anywhere_and_reuses_what_is_clean():
+    from inspect_mlflow._runtime.operations import LogParams, LogTrace, SpanData
+    from inspect_mlflow._secrets import Scrubber
+
+    scrub = Scrubber([TOKEN, MLFLOW_PASSWORD])
+    clean = LogParams("task:a", {"model": "m"})
+    dirty = LogTrace(
+        run="task:a",
+        trace_key="k",
+        name="n",
+        start_time_ns=0,
+        end_time_ns=1,
+        inputs={"messages": [{"content": f"say {TOKEN}"}], TOKEN: 1},
+        spans=(SpanData("s", None, "gen", "LLM", 0, 1, outputs=[MLFLOW_PASSWORD]),),
+    )
+    out_clean, out_dirty = scrub.ops([clean, dirty])
+    assert out_clean is clean, "nothing to mask: the same object"
+    assert out_dirty.inputs == {"messages": [{"content": "say ***"}], "***": 1}
+    assert out_dirty.spans[0].outputs == ["***"]
+    assert not Scrubber([]), "no secrets: falsy, skipped by the session"
+
+
+def test_the_log_filter_masks_messages_arguments_and_tracebacks(caplog):
+    from inspect_mlflow._secrets import Scrubber, ScrubFilter
+
+    log = logging.getLogger("inspect_mlflow.test_scrub")
+    scrub_filter = ScrubFilter(Scrubber([TOKEN]))
+    attached = scrub_filter.attach()
+    try:
+        with caplog.at_level(logging.WARNING, logger="inspect_mlflow"):
+            log.warning("token is %s", TOKEN)
+            try:
+                raise RuntimeError(f"failed with {TOKEN}")
+            except RuntimeError:
+                log.exception("boom")
+    finally:
+        scrub_filter.detach(attached)
+    text = caplog.text
+    assert TOKEN not in text
+    assert "token is ***" in text and "failed with ***" in text
