@@ -143,35 +143,21 @@ def _runs_referenced(ops: Iterable[Operation]) -> set[str]:
 
 
 class _Existing:
-    """Runs and metric points already in MLflow, read once per file before sending."""
+    """Runs and metric points already in MLflow, read once per file before sending.
+
+    Reads through a separate MLflow sink (this module does not talk to MLflow itself).
+    """
 
     def __init__(self, tracking_uri: str, experiment_name: str) -> None:
-        from mlflow import MlflowClient
+        from inspect_mlflow._writer.mlflow_sink import MlflowSink
 
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.experiment_name = experiment_name
+        self.reader = MlflowSink(tracking_uri, experiment_name)
         self.run_ids: dict[str, str] = {}
         self.points: dict[tuple[str, str], set[tuple[int, int, str]]] = {}
 
     def load(self, ops: Sequence[Operation]) -> None:
-        from mlflow.entities import ViewType
-
-        from inspect_mlflow._writer.mlflow_sink import RUN_KEY_TAG
-
-        experiment = self.client.get_experiment_by_name(self.experiment_name)
-        if experiment is None or experiment.lifecycle_stage != "active":
-            return
-        for run in sorted(_runs_referenced(ops)):
-            if "'" in run or "\\" in run:
-                continue
-            found = self.client.search_runs(
-                [experiment.experiment_id],
-                filter_string=f"tags.`{RUN_KEY_TAG}` = '{run}'",
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1,
-            )
-            if found:
-                self.run_ids[run] = found[0].info.run_id
+        found = self.reader.find_runs(sorted(_runs_referenced(ops)))
+        self.run_ids = {run: existing.info.run_id for run, existing in found.items()}
         keys = {
             (op.run, m.key)
             for op in ops
@@ -179,9 +165,9 @@ class _Existing:
             for m in op.metrics
         }
         for run, key in sorted(keys):
-            history = self.client.get_metric_history(self.run_ids[run], key)
             self.points[(run, key)] = {
-                (int(m.step), int(m.timestamp), _value_key(m.value)) for m in history
+                (step, timestamp, _value_key(value))
+                for step, timestamp, value in self.reader.metric_points(self.run_ids[run], key)
             }
 
     def new_points(self, op: LogMetrics) -> LogMetrics | None:

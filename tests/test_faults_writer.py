@@ -228,3 +228,19 @@ def test_a_spool_that_cannot_be_written_counts_the_loss_loudly(tmp_path, caplog)
     assert "4 write operation(s) could not be saved" in (
         undelivered.message("http://x", default_dir=True) or ""
     )
+
+
+def test_rows_a_spooled_close_took_along_are_not_spooled_again(tmp_path):
+    # A diverted writer: the close is spooled at once by emit (the caller's thread) while
+    # the writer thread still holds queued rows of that run and spools them after.
+    spool = SpoolWriter(tmp_path, tracking_uri="http://x", experiment_name="e")
+    undelivered = Undelivered(spool)
+    landed = AppendRows("task:a", "samples.json", ({"id": 1},))
+    queued = AppendRows("task:a", "samples.json", ({"id": 2},))
+    close = CloseRun("task:a", "FINISHED", 5)
+    undelivered.track([landed, queued])
+    undelivered.on_sent([landed])
+    undelivered.on_failure([close], Diverted("x"))
+    undelivered.on_failure([queued], Diverted("x"))
+    assert read_spool(spool.path).ops == [landed, queued, close]
+    spool.close()

@@ -342,6 +342,15 @@ class MlflowSink:
                 found[run] = existing
         return found
 
+    def metric_points(self, run_id: str, key: str) -> list[tuple[int, int, float]]:
+        """Stored points of one metric of a run, as ``(step, timestamp ms, value)``.
+
+        For ``inspect-mlflow replay``, which skips points already stored; like
+        :meth:`find_runs` it only reads, on a separate sink instance.
+        """
+        history = self._call("get_metric_history", run_id, key)
+        return [(int(m.step), int(m.timestamp), float(m.value)) for m in history]
+
     def read_run_state(self, run: str) -> dict[str, Any] | None:
         """The state a resumable run was closed with, read from MLflow (for continuing it).
 

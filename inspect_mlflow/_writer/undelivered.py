@@ -68,6 +68,9 @@ class Undelivered:
         self.closed_runs = closed_runs if closed_runs is not None else set()
         self._lock = threading.Lock()
         self._rows: dict[str, dict[int, AppendRows]] = {}
+        # Rows a spooled close took along while they were still queued in the writer:
+        # when the writer hands them on as well, they are in the spool already.
+        self._carried: dict[int, AppendRows] = {}
         self._gone = False
         self._warned: set[str] = set()
         self._reported = 0
@@ -100,11 +103,12 @@ class Undelivered:
     def on_sent(self, ops: Sequence[Operation]) -> None:
         """A run whose close landed no longer needs its rows kept."""
         closes = [op.run for op in ops if isinstance(op, CloseRun)]
-        if not closes:
-            return
         with self._lock:
             for run in closes:
                 self._rows.pop(run, None)
+            if self._carried:
+                for op in ops:
+                    self._carried.pop(id(op), None)
 
     def on_failure(self, ops: list[Operation], error: BaseException) -> None:
         """Spool ``ops`` (with the held rows of any run they close)."""
@@ -114,9 +118,13 @@ class Undelivered:
             out: list[Operation] = []
             for op in ops:
                 if isinstance(op, AppendRows):
+                    if self._carried.pop(id(op), None) is not None:
+                        continue  # a spooled close took it along already
                     self._rows.get(op.run, {}).pop(id(op), None)
                 elif isinstance(op, CloseRun):
-                    out.extend(self._rows.pop(op.run, {}).values())
+                    held = self._rows.pop(op.run, {})
+                    out.extend(held.values())
+                    self._carried.update(held)
                     self.closed_runs.add(op.run)
                 out.append(op)
             gone = _backend_gone(error)
