@@ -124,3 +124,19 @@ def test_cancel_and_close_reach_the_wrapped_sink():
     sink.close()
     assert inner.cancelled and inner.closed
 
+
+
+def test_a_server_that_accepts_but_never_answers_fails_the_check_within_its_timeout():
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # connections are queued by the kernel, never answered
+    try:
+        probe = Reachability(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(ServerUnreachable, match="timed out|does not answer"):
+            probe.check()
+        assert time.monotonic() - started < 2.5
+    finally:
+        listener.close()
