@@ -125,4 +125,3 @@ def test_replay_with_the_server_still_down_keeps_the_file(tmp_path: Path, capsys
     assert time.monotonic() - started < 10, "no MLflow retry storm against a dead server"
     assert "unreachable" in capsys.readouterr().out
     assert len(read_spool(writer.path).ops) == 1
-

@@ -62,13 +62,19 @@ def every_operation() -> list:
     )
     feedback = FeedbackData(name="match", value=1.0, rationale="ok", metadata={"a": "b"})
     return [
-        OpenRun(run="eval:r", kind="eval", name="r", parent=None, tags={"t": "1"}, start_time_ms=T0),
+        OpenRun(
+            run="eval:r", kind="eval", name="r", parent=None, tags={"t": "1"}, start_time_ms=T0
+        ),
         OpenRun(run="task:a", kind="task", name="a", parent="eval:r"),
         SetTags("task:a", {"k": "v"}),
         LogParams("task:a", {"p": "1", "unicode": "δ ✓"}),
         LogMetrics(
             "task:a",
-            (Metric("m", 0.5, 1, T0), Metric("nan", math.nan, 2, T0), Metric("inf", math.inf, 3, T0)),
+            (
+                Metric("m", 0.5, 1, T0),
+                Metric("nan", math.nan, 2, T0),
+                Metric("inf", math.inf, 3, T0),
+            ),
         ),
         AppendRows("task:a", "samples.json", ({"id": 1, "nested": {"x": [1, 2]}}, {"id": 2})),
         AppendRows("task:a", "records.json", ({"a": None},), format="records"),
