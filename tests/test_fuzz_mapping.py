@@ -10,9 +10,8 @@ character with YAML's significant characters and JMESPath fragments; random mapp
 documents built from the mapping's own vocabulary; random text. The budget is fixed and
 the run derandomized, so CI time and results are stable (about 20 s).
 
-Two input classes are known to escape as exceptions from the YAML loader
-(``_mapping/yaml_load.py``, not owned here) and are kept out of the random strategies;
-they are pinned by the strict xfail tests at the end until the loader handles them.
+Control characters and very deep nesting are kept out of the random strategies and
+checked by their own tests at the end.
 """
 
 from __future__ import annotations
@@ -221,46 +220,17 @@ def test_check_command_exits_0_or_1_with_located_lines(text: str, tmp_path_facto
 # -- known escapes (yaml_load.py) -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="yaml_load.load_yaml_text builds the YAML reader outside its try: a C0 control "
-    "character raises yaml.ReaderError instead of a located MappingError",
-)
 def test_control_characters_give_a_located_error() -> None:
-    check_loads("version: 1\x00\n")
+    with pytest.raises(MappingInvalid) as caught:
+        load_mapping_text("version: 1\x00\n", "ctl.yaml")
+    (error,) = caught.value.errors
+    assert (error.line, error.col) == (1, 11)
+    assert "not allowed" in error.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="yaml_load.load_yaml_text does not catch RecursionError from PyYAML's composer "
-    "on deeply nested flow collections",
-)
 def test_deep_nesting_gives_a_located_error() -> None:
-    check_loads("[" * 5000 + "]" * 5000)
-
-
-def test_known_escapes_still_end_as_one_line_from_check(tmp_path: Path) -> None:
-    # Until the loader places them, the command still prints one line, no traceback.
-    for name, text in {"nul.yaml": "version: 1\x00\n", "deep.yaml": "[" * 5000}.items():
-        path = tmp_path / name
-        path.write_text(text, encoding="utf-8")
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err):
-            code = main(["check", str(path)])
-        assert code in (1, 2)
-        assert "Traceback" not in out.getvalue() + err.getvalue()
-        assert len((out.getvalue() + err.getvalue()).strip().splitlines()) <= 2
-
-
-def test_a_mapping_the_loader_chokes_on_stops_the_eval_with_a_clear_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from inspect_mlflow._hook import ConfigurationError, MlflowTrackingHook
-
-    path = tmp_path / "deep.yaml"
-    path.write_text("[" * 5000 + "]" * 5000, encoding="utf-8")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'x.db'}")
-    monkeypatch.setenv("INSPECT_MLFLOW_MAPPING", str(path))
-    with pytest.raises(ConfigurationError, match="could not be read") as raised:
-        MlflowTrackingHook().enabled()
-    assert str(path) in str(raised.value) and "inspect-mlflow check" in str(raised.value)
+    with pytest.raises(MappingInvalid) as caught:
+        load_mapping_text("[" * 5000 + "]" * 5000, "deep.yaml")
+    (error,) = caught.value.errors
+    assert (error.file, error.line, error.col) == ("deep.yaml", 1, 1)
+    assert "nested too deeply" in error.message

@@ -345,6 +345,12 @@ class _TooLarge(Exception):
         self.node = node
 
 
+def _line_col(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of a character offset in ``text``."""
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
+
+
 def load_yaml_text(text: str, file: str) -> LoadedYaml:
     """Load one YAML document strictly, keeping positions.
 
@@ -360,9 +366,27 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
             not a mapping, a duplicate or non-string key, or a disallowed tag; every
             problem found is reported, each with its line and column.
     """
-    loader = _JsonLikeLoader(text)
+    loader = None
     try:
+        loader = _JsonLikeLoader(text)  # the reader rejects control characters here
         root = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        raise MappingInvalid(
+            [
+                MappingError(
+                    file,
+                    line,
+                    col,
+                    "$",
+                    f"YAML syntax error: character {exc.character!r} is not allowed in YAML",
+                )
+            ]
+        ) from None
+    except RecursionError:
+        raise MappingInvalid(
+            [MappingError(file, 1, 1, "$", "YAML error: collections are nested too deeply")]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = exc.problem or exc.context or "invalid YAML"
@@ -375,7 +399,8 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
     except yaml.YAMLError as exc:
         raise MappingInvalid([MappingError(file, 1, 1, "$", f"YAML error: {exc}")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if isinstance(root, ScalarNode) and root.tag == _NULL and root.value == "":
         root = None  # a document marker alone ("---") holds nothing either
     if root is None:
@@ -403,6 +428,10 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
     builder = _Builder(file)
     try:
         data = builder.build(root, ())
+    except RecursionError:
+        raise MappingInvalid(
+            [MappingError(file, 1, 1, "$", "YAML error: collections are nested too deeply")]
+        ) from None
     except _TooLarge as exc:
         mark = exc.node.start_mark
         raise MappingInvalid(
