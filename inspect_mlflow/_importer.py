@@ -32,7 +32,6 @@ import math
 import os
 import re
 import sys
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -611,8 +610,6 @@ class Importer:
             lookup = self._mlflow_sink(resume=False)
         self.lookup = lookup
         self.flush_every = flush_every
-        scope = f"import:{settings.experiment_name}"
-        self._trace_scope = f"{scope}:{uuid.uuid4().hex}" if force else scope
         self._pending = 0
         self._seen_evals: set[str] = set()
         self._opened: set[str] = set()
@@ -802,16 +799,6 @@ class Importer:
         self._opened.add(op.run)
         return dataclasses.replace(op, resume=False) if op.resume and self.force else op
 
-    def _own_trace(self, op: LogTrace) -> LogTrace:
-        """The trace under a key of this import's own.
-
-        The sender derives a trace's MLflow id from its key alone, and trace ids are
-        unique in a whole tracking store: the same log imported into a second
-        experiment (or again with ``--force``) would otherwise move the traces of the
-        first runs onto the new ones instead of giving the new runs traces of their own.
-        """
-        return dataclasses.replace(op, trace_key=f"{op.trace_key}\x1f{self._trace_scope}")
-
     def _feed(self, item: Replayed) -> None:
         if item.point not in self.points:
             return
@@ -824,8 +811,6 @@ class Importer:
         ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
         if not self.settings.traces:
             ops = [op for op in ops if not isinstance(op, LogTrace)]
-        elif any(isinstance(op, LogTrace) for op in ops):
-            ops = [self._own_trace(op) if isinstance(op, LogTrace) else op for op in ops]
         if not ops:
             return
         self.writer.emit(ops)

@@ -20,7 +20,6 @@ import io
 import re
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import yaml

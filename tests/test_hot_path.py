@@ -139,7 +139,7 @@ def test_traces_start_side_by_side_over_http_and_failures_stay_theirs(server_sto
         locations=[experiment_id], run_id=run_id
     )
     landed = {t.info.trace_id for t in found}
-    assert landed == {trace_id_for(k) for i, k in enumerate(keys) if i != 2}
+    assert landed == {trace_id_for(k, run_id) for i, k in enumerate(keys) if i != 2}
     assert all(len(t.info.assessments) == 1 for t in found)
 
 

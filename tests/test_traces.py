@@ -127,8 +127,9 @@ def new_run(store: Any) -> tuple[str, str]:
 
 
 def test_ids_are_deterministic_and_in_mlflow_format() -> None:
-    first, again, other = trace_id_for("k"), trace_id_for("k"), trace_id_for("k2")
+    first, again, other = trace_id_for("k", "r"), trace_id_for("k", "r"), trace_id_for("k2", "r")
     assert first == again != other
+    assert trace_id_for("k", "another run") != first  # trace ids are unique in a store
     assert first.startswith("tr-") and len(first) == 35 and int(first[3:], 16) > 0
     assert span_id_for("k", "a") == span_id_for("k", "a") != span_id_for("k2", "a")
 
@@ -137,7 +138,7 @@ def test_build_links_run_sets_times_and_shapes_usage() -> None:
     op = make_trace("s1", t0=1_700_000_000_000 * MS, tool_calls=2)
     payload = build_trace(op, "run123", "7")
     info = payload.info
-    assert info.trace_id == trace_id_for("s1")
+    assert info.trace_id == trace_id_for("s1", "run123")
     assert info.trace_metadata["mlflow.sourceRun"] == "run123"
     assert info.request_time == 1_700_000_000_000 and info.execution_duration == 100
     assert info.tags["mlflow.traceName"] == "s1#1" and info.tags["inspect.sample_id"] == "s1"
@@ -247,10 +248,10 @@ def test_every_sample_and_score_lands_once(mlflow_store: Any) -> None:
     traces = traces_of(mlflow_store, experiment_id, run_id)
     assert len(traces) == n_samples
     by_id = {t.info.trace_id: t for t in traces}
-    assert set(by_id) == {trace_id_for(op.trace_key) for op in ops}
+    assert set(by_id) == {trace_id_for(op.trace_key, run_id) for op in ops}
     assert sum(len(t.info.assessments) for t in traces) == n_samples * n_scorers
     for op in ops:
-        trace = by_id[trace_id_for(op.trace_key)]
+        trace = by_id[trace_id_for(op.trace_key, run_id)]
         info = trace.info
         assert info.state.value == "OK"
         assert info.trace_metadata["mlflow.sourceRun"] == run_id
@@ -308,8 +309,8 @@ def test_two_runs_keep_their_own_traces(mlflow_store: Any) -> None:
     sender.send([(op, run_a) for op in a] + [(op, run_b) for op in b])
     got_a = {t.info.trace_id for t in traces_of(mlflow_store, experiment_id, run_a)}
     got_b = {t.info.trace_id for t in traces_of(mlflow_store, experiment_id, run_b)}
-    assert got_a == {trace_id_for(op.trace_key) for op in a}
-    assert got_b == {trace_id_for(op.trace_key) for op in b}
+    assert got_a == {trace_id_for(op.trace_key, run_a) for op in a}
+    assert got_b == {trace_id_for(op.trace_key, run_b) for op in b}
 
 
 def test_error_state_and_error_spans_land(mlflow_store: Any) -> None:
@@ -436,7 +437,7 @@ def test_a_refused_trace_does_not_block_the_others(sqlite_store: Any) -> None:
     assert not caught.value.transient and classify(caught.value)[0] is False
     assert [op.trace_key for op, _ in caught.value.failed] == [bad.trace_key]
     [trace] = traces_of(sqlite_store, experiment_id, run_id)
-    assert trace.info.trace_id == trace_id_for(good.trace_key)
+    assert trace.info.trace_id == trace_id_for(good.trace_key, run_id)
 
 
 def test_a_refusal_among_transient_failures_is_not_retried_blindly(sqlite_store: Any) -> None:

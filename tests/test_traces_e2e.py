@@ -219,7 +219,7 @@ def test_default_trace_rule_lands_every_sample_span_and_score(
     assert all(v == {"correct": 1, "style": "ok"} for v in parts_values)
 
     for sample in log.samples:
-        trace = by_id[trace_id_for(sample.uuid)]
+        trace = by_id[trace_id_for(sample.uuid, run_id)]
         info = trace.info
         assert info.tags["inspect.sample_id"] == str(sample.id)
         assert info.tags["inspect.epoch"] == str(sample.epoch)
@@ -330,7 +330,9 @@ def test_the_hook_logs_traces_on_the_task_run(tmp_path: Any) -> None:
     traces = tracing.search_traces(
         locations=[experiment.experiment_id], run_id=task_run.info.run_id, max_results=100
     )
-    assert {t.info.trace_id for t in traces} == {trace_id_for(s.uuid) for s in log.samples}
+    assert {t.info.trace_id for t in traces} == {
+        trace_id_for(s.uuid, task_run.info.run_id) for s in log.samples
+    }
     assert sum(len(t.info.assessments) for t in traces) == SAMPLES * len(SCORERS)
     spans = Counter(s.span_type for t in traces for s in t.data.spans)
     events = Counter(e.event for s in log.samples for e in s.events)

@@ -23,8 +23,8 @@ What one trace becomes (in this order, so a trace exists before anything refers 
 
 Identity is deterministic, so a batch that is sent twice (a retry, a spool replay) updates
 what is there instead of duplicating it: the trace id is ``tr-`` + 32 hex digits of a hash
-of the trace key (the format the server derives from an OTLP trace id), span ids are
-hashes of (trace key, span id), assessment ids hashes of (trace key, position, name).
+of (MLflow run id, trace key) (the format the server derives from an OTLP trace id), span
+ids are hashes of (trace key, span id), assessment ids hashes of (trace id, position, name).
 
 Threading: a sender is driven by one thread (the writer's) and keeps no shared state
 besides its lazily built client.
@@ -153,16 +153,20 @@ def _digest(*parts: str) -> bytes:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
 
 
-def trace_id_for(trace_key: str) -> str:
-    """The MLflow trace id of a trace key: ``tr-`` and 32 hex digits.
+def trace_id_for(trace_key: str, run_id: str) -> str:
+    """The MLflow trace id of a trace of a run: ``tr-`` and 32 hex digits.
 
-    It is also the OpenTelemetry trace id in hex, which is what the server derives the
-    MLflow id from when spans arrive over OTLP, so both paths agree.
+    Trace ids are unique in a whole tracking store, so the id depends on the MLflow run
+    as well as the trace key: the same sample logged to a second run (an import into
+    another experiment, ``--force``) gets a trace of its own, while a resend to the same
+    run (a retry, a replayed spool) updates the one it already has. It is also the
+    OpenTelemetry trace id in hex, which is what the server derives the MLflow id from
+    when spans arrive over OTLP, so both paths agree.
 
-    Example: ``trace_id_for("3kB9...")`` gives ``"tr-5f0c..."`` (32 hex digits), the same
-    on every call and in every process.
+    Example: ``trace_id_for("3kB9...", "a1b2...")`` gives ``"tr-5f0c..."`` (32 hex
+    digits), the same on every call and in every process.
     """
-    value = int.from_bytes(_digest("trace", trace_key)[:16], "big") or 1  # 0 is invalid
+    value = int.from_bytes(_digest("trace", run_id, trace_key)[:16], "big") or 1  # 0 is invalid
     return f"tr-{value:032x}"
 
 
@@ -172,9 +176,9 @@ def span_id_for(trace_key: str, span_key: str) -> int:
     return value or 1
 
 
-def assessment_id_for(trace_key: str, position: int, name: str) -> str:
+def assessment_id_for(trace_id: str, position: int, name: str) -> str:
     """A stable assessment id (``a-`` and 32 hex digits), so a resend updates, not adds."""
-    return "a-" + _digest("assessment", trace_key, str(position), name)[:16].hex()
+    return "a-" + _digest("assessment", trace_id, str(position), name)[:16].hex()
 
 
 # -- value shaping --------------------------------------------------------------------
@@ -441,7 +445,7 @@ def _one_feedback(
         span_id=root_span_id,
         rationale=rationale,
     )
-    feedback.assessment_id = assessment_id_for(op.trace_key, position, name)
+    feedback.assessment_id = assessment_id_for(trace_id, position, name)
     return feedback
 
 
@@ -466,7 +470,7 @@ def build_trace(
     Returns:
         The payload: ``TraceInfo`` (with assessments), spans (root first), assessments.
     """
-    trace_id = trace_id_for(op.trace_key)
+    trace_id = trace_id_for(op.trace_key, run_id)
     otel_trace_id = int(trace_id[3:], 16)
     root_id = span_id_for(op.trace_key, "\x00root")
     start_ns = int(op.start_time_ns)
