@@ -49,7 +49,9 @@ def enable(providers: tuple[str, ...] | list[str]) -> list[str]:
     switched: list[str] = []
     for name in providers:
         flavor_module, sdk = PROVIDERS[name]
-        if not (_importable(flavor_module) and _importable(sdk)):
+        # The SDK first: finding an MLflow flavor imports MLflow itself (seconds, on the
+        # event loop), which a run with no provider SDK installed need not pay here.
+        if not (_importable(sdk) and _importable(flavor_module)):
             logger.debug("autolog: skipping %s (MLflow flavor or SDK not installed)", name)
             continue
         try:

@@ -161,10 +161,11 @@ class MlflowTrackingHook(Hooks):
         session = self._session_for("run_start")
         if session is not None:
             session.start_autolog()
-            from inspect_mlflow._writer.mlflow_sink import open_local_store
-
-            # Now, while the directory the eval started in is current (see there).
-            await anyio.to_thread.run_sync(open_local_store, session.settings.tracking_uri)
+            uri = session.settings.tracking_uri
+            if uri.startswith("sqlite:"):
+                # Now, while the directory the eval started in is current (see there);
+                # in a thread, import included: importing MLflow takes seconds.
+                await anyio.to_thread.run_sync(_open_local_store, uri)
         await self._prepare("run_start", data)
         self._dispatch("run_start", data)
 
@@ -221,6 +222,12 @@ class MlflowTrackingHook(Hooks):
                 await anyio.to_thread.run_sync(session.close, timeout)
                 if self._session is session:
                     self._session = None
+
+
+def _open_local_store(tracking_uri: str) -> None:
+    from inspect_mlflow._writer.mlflow_sink import open_local_store
+
+    open_local_store(tracking_uri)
 
 
 def _make_point_method(point: str) -> Any:

@@ -50,28 +50,41 @@ class Session:
     """
 
     def __init__(self, settings: Settings, mapping: CompiledMapping) -> None:
-        from inspect_mlflow._writer.mlflow_sink import MlflowSink
-
         self.settings = settings
         self.mapping = mapping
         self.points = mapping.points()
         self.engine = Engine(mapping, log_artifacts=settings.log_artifacts)
         self._lock = threading.Lock()
         assert settings.tracking_uri is not None
-        trace_options = {
-            "max_spans_per_trace": settings.trace_max_spans,
-            "max_attribute_chars": settings.trace_max_text,
-        }
-        self.sink = MlflowSink(
-            settings.tracking_uri, settings.experiment_name, trace_options=trace_options
-        )
-        self._start_spool(settings, trace_options)
         self.resume_points = self.engine.resume_points
         """Points that may continue a run closed in an earlier process (see :meth:`prepare`)."""
         self._reader: MlflowSink | None = None
         self._autologged: list[str] | None = None
         self.errors = 0
         self._worker = SerialWorker(self._run_job, name="inspect-mlflow-engine")
+        self._connect_error: Exception | None = None
+        # The first job, before any point: importing MLflow takes seconds, which the
+        # event loop (this runs in the first hook callback) must not wait for.
+        self._worker.call(self._connect)
+
+    def _connect(self) -> None:
+        """Build the sink, the spool and the writer (worker thread; imports MLflow)."""
+        try:
+            from inspect_mlflow._writer.mlflow_sink import MlflowSink
+
+            settings = self.settings
+            assert settings.tracking_uri is not None
+            trace_options = {
+                "max_spans_per_trace": settings.trace_max_spans,
+                "max_attribute_chars": settings.trace_max_text,
+            }
+            self.sink = MlflowSink(
+                settings.tracking_uri, settings.experiment_name, trace_options=trace_options
+            )
+            self._start_spool(settings, trace_options)
+        except Exception as err:
+            self._connect_error = err
+            logger.warning("inspect-mlflow: cannot log this run: %r", err)
 
     def _start_spool(self, settings: Settings, trace_options: dict[str, Any]) -> None:
         """Wire the writer to the spool, the reachability check and the secret scrubber."""
@@ -130,10 +143,16 @@ class Session:
         """
         if point not in self.resume_points:
             return
-        self._worker.drain(self.settings.flush_timeout)  # the engine has seen earlier points
         ctx = context(point, data, **ids)
         with self._lock:
             keys = self.engine.pending_resumes(point, ctx)
+        if keys:
+            # The worker may not have evaluated the earlier points yet (and so not know
+            # a run this point continues): ask again once it has. No keys now means none
+            # later either (the engine only learns runs), so a plain eval never waits.
+            self._worker.drain(self.settings.flush_timeout)
+            with self._lock:
+                keys = self.engine.pending_resumes(point, ctx)
         if not keys:
             return
         if self._reader is None:
@@ -157,6 +176,8 @@ class Session:
             self._worker.submit(point, data, ids)
 
     def _run_job(self, point: str, data: Any, ids: dict[str, Any]) -> None:
+        if self._connect_error is not None:
+            return  # said once by _connect; nothing could be delivered
         try:
             self._evaluate(point, data, **ids)
         except Exception as err:  # never break the eval; count and tell once
@@ -196,6 +217,8 @@ class Session:
         began = time.monotonic()
         self._worker.drain(timeout)  # evaluate the points still queued
         timeout = max(0.0, timeout - (time.monotonic() - began))
+        if self._connect_error is not None or not hasattr(self, "writer"):
+            return False
         grace = min(1.0, timeout / 4)
         delivered = self._gave_up is False and self.writer.flush(timeout - grace)
         if not delivered and not self._gave_up:
@@ -212,6 +235,8 @@ class Session:
         (so a replay cannot race the call) until it ends; a daemon thread waits for that.
         """
         self._worker.stop(timeout)
+        if self._connect_error is not None or not hasattr(self, "writer"):
+            return
         self.writer.shutdown(0.0 if self._gave_up else timeout)
         if self.writer.wait_closed(0):
             self._release()

@@ -60,7 +60,7 @@ class SerialWorker:
         """Create the lock, queue and thread (again, in a forked child)."""
         self._cond = threading.Condition()
         self._run_lock = threading.Lock()  # one job at a time, whichever thread runs it
-        self._jobs: deque[tuple[Any, ...]] = deque()
+        self._jobs: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._submitted = 0
         self._done = 0
         self._stopped = False
@@ -68,9 +68,13 @@ class SerialWorker:
 
     def submit(self, *args: Any) -> None:
         """Queue one job; never waits, unless the queue is full (then runs it here)."""
+        self.call(self._job, *args)
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        """Queue ``fn(*args)`` among the jobs, in order (same rules as :meth:`submit`)."""
         with self._cond:
             if not self._stopped and len(self._jobs) < self._max_pending:
-                self._jobs.append(args)
+                self._jobs.append((fn, args))
                 self._submitted += 1
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
@@ -79,7 +83,7 @@ class SerialWorker:
                 return
         # Full (or stopped): wait for the jobs before it, then run it here, in order.
         self.drain(None)
-        self._run(args)
+        self._run(fn, args)
 
     def drain(self, timeout: float | None) -> bool:
         """Wait until every job submitted before this call has run.
@@ -117,15 +121,15 @@ class SerialWorker:
                     self._cond.wait()
                 if not self._jobs:
                     return
-                args = self._jobs.popleft()
-            self._run(args)
+                fn, args = self._jobs.popleft()
+            self._run(fn, args)
             with self._cond:
                 self._done += 1
                 self._cond.notify_all()
 
-    def _run(self, args: tuple[Any, ...]) -> None:
+    def _run(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         with self._run_lock:
             try:
-                self._job(*args)
+                fn(*args)
             except Exception:
                 logger.exception("inspect-mlflow: %s job failed", self._name)

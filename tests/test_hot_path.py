@@ -271,3 +271,66 @@ def test_tables_of_a_run_upload_side_by_side_at_close(server_store: Any, tmp_pat
     logged = json.loads(client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
     assert sorted(e["path"] for e in logged) == paths
     assert client.get_run(run_id).info.status == "FINISHED"
+
+
+# -- MLflow's import (seconds) happens on the session's worker, not on the event loop ----
+
+_RUN_START_WITHOUT_MLFLOW = r"""
+import asyncio, importlib.abc, os, sys, threading
+
+gate = threading.Event()
+
+
+class Gate(importlib.abc.MetaPathFinder):
+    # Holds any thread but the main one at `import mlflow` until the gate opens.
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlflow" and threading.current_thread() is not threading.main_thread():
+            gate.wait(60)
+        return None
+
+
+sys.meta_path.insert(0, Gate())
+from inspect_ai.hooks import RunStart
+
+from inspect_mlflow._hook import MlflowTrackingHook
+
+hook = MlflowTrackingHook()
+assert hook.enabled()
+
+
+async def main():
+    start = RunStart(eval_set_id=None, run_id="r1", task_names=["t"])
+    await asyncio.wait_for(hook.on_run_start(start), 20)
+
+
+asyncio.run(main())
+print("imported on the loop:", "mlflow" in sys.modules)
+gate.set()
+session = hook._session
+assert session._worker.drain(60)
+print("writer built:", hasattr(session, "writer") and "mlflow" in sys.modules)
+"""
+
+
+def test_run_start_returns_while_mlflow_is_still_importing(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # nothing listens: nothing is sent
+        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
+        "INSPECT_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    env.pop("INSPECT_MLFLOW_TRACKING_URI", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_START_WITHOUT_MLFLOW],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "imported on the loop: False" in done.stdout
+    assert "writer built: True" in done.stdout
