@@ -140,16 +140,61 @@ def instrument(holds: _Holds) -> None:
     MlflowTrackingHook.enabled = timed_enabled  # type: ignore[method-assign]
 
 
+def _model(latency: float) -> Any:
+    """The demo's mock model; with ``latency``, each call first waits that many seconds.
+
+    The wait is asynchronous, as a real provider's is: the event loop is free meanwhile,
+    which is what the hook's background threads use.
+    """
+    from inspect_mlflow._demo import answer, demo_model
+
+    if latency <= 0:
+        return demo_model()
+    import anyio
+    from inspect_ai.model import get_model
+
+    async def slow_answer(*args: Any) -> Any:
+        await anyio.sleep(latency)
+        return answer(*args)
+
+    return get_model("mockllm/model", custom_outputs=slow_answer)
+
+
+def import_cost(out_path: str) -> int:
+    """Peak memory and CPU that importing the hook's MLflow side adds to an Inspect process."""
+    import inspect_ai  # noqa: F401
+    from inspect_ai import eval as _  # noqa: F401
+
+    import inspect_mlflow._hook  # noqa: F401
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    import inspect_mlflow._writer.mlflow_sink  # noqa: F401
+    import inspect_mlflow._writer.traces  # noqa: F401
+
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "mb": (after.ru_maxrss - before.ru_maxrss) / 1024,
+        "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    }
+    with open(out_path, "w", encoding="utf-8") as out:
+        json.dump(result, out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, required=True)
     parser.add_argument("--max-samples", type=int, default=20)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--model-latency", type=float, default=0.0)
+    parser.add_argument("--import-only", action="store_true")
     args = parser.parse_args(argv)
+    if args.import_only:
+        return import_cost(args.out)
 
     from inspect_ai import eval as inspect_eval
 
-    from inspect_mlflow._demo import demo_model, demo_task
+    from inspect_mlflow._demo import demo_task
 
     holds = _Holds()
     instrument(holds)
@@ -157,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="inspect-overhead-") as log_dir:
         began = time.perf_counter()
-        model = demo_model()  # Inspect loads the hooks here and asks them if they are on
+        model = _model(args.model_latency)  # Inspect loads the hooks here and asks them
         logs = inspect_eval(
             task, model=model, log_dir=log_dir, display="none", max_samples=args.max_samples
         )

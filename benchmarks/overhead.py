@@ -15,12 +15,16 @@ sample, two scorers, ``max_samples=20``) with the hook off and on, alternating
 
 ``--latency 50`` puts a proxy on loopback between the hook and the server that delays
 every request by 50 ms, to show that the eval does not wait on the network.
+``--model-latency 1`` makes each mock model call wait a second first (asynchronously, as
+a real provider's call does), to show what the hook costs an eval that is not pure CPU.
+It also prints what importing MLflow's client adds to a process (memory, CPU).
 
 Usage (from the repository root)::
 
     python benchmarks/overhead.py                      # N = 200 and 2000, 3 pairs each
     python benchmarks/overhead.py --latency 50         # the same through a 50 ms proxy
     python benchmarks/overhead.py --quick              # N = 50, one pair (CI smoke test)
+    python benchmarks/overhead.py --samples 200 --model-latency 1
 """
 
 from __future__ import annotations
@@ -101,6 +105,9 @@ class Case:
         return max(run["holds"][key] for run in self.on) * 1000
 
 
+MODEL_LATENCY = [0.0]
+"""``--model-latency``: seconds each mock model call waits (asynchronously), in both arms."""
+
 SETTINGS: dict[str, str] = {}
 """``--set`` values for the hook-on evals (none: every setting at its default)."""
 
@@ -127,7 +134,7 @@ def run_child(
     """One eval in a fresh process; returns what ``_child.py`` measured."""
     out = work / f"result-{time.monotonic_ns()}.json"
     command = [sys.executable, str(CHILD), "--samples", str(samples), "--out", str(out)]
-    command += ["--max-samples", str(MAX_SAMPLES)]
+    command += ["--max-samples", str(MAX_SAMPLES), "--model-latency", str(MODEL_LATENCY[0])]
     done = subprocess.run(
         command,
         env=child_env(tracking_uri, experiment),
@@ -230,13 +237,24 @@ def row(case: Case) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def report(cases: list[Case], pairs: int) -> None:
+def import_cost(work: Path) -> dict[str, float]:
+    """What importing the hook's MLflow side (MLflow's client) adds to an Inspect process."""
+    out = work / "import-cost.json"
+    command = [sys.executable, str(CHILD), "--samples", "0", "--import-only", "--out", str(out)]
+    subprocess.run(command, env=child_env(None, ""), cwd=work, check=True, timeout=300)
+    result: dict[str, float] = json.loads(out.read_text())
+    return result
+
+
+def report(cases: list[Case], pairs: int, imported: dict[str, float]) -> None:
     print(
         f"\ninspect-mlflow overhead: demo eval (mock model, one tool call and one answer "
         f"per sample, two scorers), max_samples={MAX_SAMPLES}, {pairs} off/on pair(s) "
         "per row, default mapping (tables, artifacts, traces on), real mlflow server "
         "with --serve-artifacts on 127.0.0.1"
     )
+    if MODEL_LATENCY[0] > 0:
+        print(f"each model call waits {MODEL_LATENCY[0]:g} s (as a real provider's would)")
     if SETTINGS:
         shown = ", ".join(f"{k}={v}" for k, v in SETTINGS.items())
         print(f"settings of the hook-on evals: {shown}")
@@ -250,6 +268,10 @@ def report(cases: list[Case], pairs: int) -> None:
         "metrics, tags, tables and artifacts (median of the on runs); trace requests: "
         "OTLP spans + start_trace + assessments; hold: time a hook callback held the "
         "event loop (worst on run)."
+    )
+    print(
+        f"importing MLflow's client (once per process) adds {imported['mb']:.0f} MB of peak "
+        f"memory and {imported['cpu']:.2f} s of CPU to an Inspect process."
     )
     for case in cases:
         last = case.on[-1]
@@ -272,6 +294,12 @@ def report(cases: list[Case], pairs: int) -> None:
             ),
             (f"peak memory on/off {memory:.2f} <= {TARGET_MEMORY}", memory <= TARGET_MEMORY),
         ]
+        own = (case.median("on", "maxrss_kb") / 1024 - imported["mb"]) / (
+            case.median("off", "maxrss_kb") / 1024
+        )
+        checks.append(
+            (f"(peak memory on/off without MLflow's import: {own:.2f})", own <= TARGET_MEMORY)
+        )
         if case.samples == 200:
             requests = case.requests()
             checks.append(
@@ -301,6 +329,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="added latency per request in ms, one or more (0 = direct to the server)",
     )
     parser.add_argument(
+        "--model-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="each mock model call first waits this long, as a real provider does (0)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="N = 50, one pair, no warm-up (a smoke test)"
     )
     parser.add_argument(
@@ -328,6 +363,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         SETTINGS[name] = value
     if args.quick:
         args.samples, args.pairs = [50], 1
+    MODEL_LATENCY[0] = args.model_latency
     if args.pairs < 1 or any(n < 1 for n in args.samples):
         parser.error("--pairs and --samples must be positive")
     return args
@@ -358,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                             )
                     else:
                         cases.append(run_case(samples, 0, args.pairs, server, server.url, work))
-            report(cases, args.pairs)
+            report(cases, args.pairs, import_cost(work))
         finally:
             if not args.server:
                 remove(server)
