@@ -18,13 +18,13 @@ or after ``stop``), never on two threads at once.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from inspect_mlflow._forking import reinit_after_fork
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +46,7 @@ class SerialWorker:
         self._name = name
         self._max_pending = max_pending
         self._init_state()
-        if hasattr(os, "register_at_fork"):
-            reinit = weakref.WeakMethod(self._init_state)
-
-            def _after_fork_in_child() -> None:
-                method = reinit()
-                if method is not None:
-                    method()
-
-            os.register_at_fork(after_in_child=_after_fork_in_child)
+        reinit_after_fork(self._init_state)
 
     def _init_state(self) -> None:
         """Create the lock, queue and thread (again, in a forked child)."""

@@ -53,28 +53,12 @@ from inspect_ai.scorer import Score, Target, accuracy, match, mean, scorer
 from inspect_ai.solver import TaskState, generate, use_tools
 from inspect_ai.tool import tool
 
+from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
+
 MODEL_NAME = "mockllm/model@v1"
 """Model name with a character MLflow rejects in keys (``@``)."""
 
-POINTS: tuple[str, ...] = (
-    "eval_set_start",
-    "eval_set_end",
-    "run_start",
-    "run_end",
-    "task_start",
-    "task_end",
-    "sample_init",
-    "sample_start",
-    "sample_attempt_start",
-    "sample_attempt_end",
-    "sample_event",
-    "sample_scoring",
-    "sample_end",
-    "model_usage",
-    "model_cache_usage",
-    "before_model_generate",
-    "model_retry",
-)
+POINTS: tuple[str, ...] = LIFECYCLE_POINTS
 """Lifecycle points the recorder listens to (Inspect's hook methods without ``on_``)."""
 
 SAMPLES: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (2, 2, 3), (3, 10, 20))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +97,41 @@ def is_credential_key(key: Any) -> bool:
     return folded.endswith(_CREDENTIAL_WORDS)
 
 
+def _rewrite(value: Any, change: Callable[[Any, Any], Any]) -> Any:
+    """Apply ``change(key, item)`` to every value at any depth, top-down.
+
+    ``key`` is the dict key the item sits under (None in a list or at the top). Where
+    ``change`` returns the item itself, containers are walked into. Containers are copied
+    only where something changed, so the common case allocates nothing.
+    """
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return change(None, value)
+    pairs = value.items() if kind is dict else enumerate(value)
+    out: Any = None
+    for key, item in pairs:
+        new = change(key if kind is dict else None, item)
+        if new is item and type(item) in (dict, list):
+            new = _rewrite(item, change)
+        if new is not item:
+            if out is None:
+                out = dict(value) if kind is dict else list(value)
+            out[key] = new
+    return value if out is None else out
+
+
+def _hide_credential(key: Any, item: Any) -> Any:
+    return REDACTED if key is not None and item is not None and is_credential_key(key) else item
+
+
+def _finite_number(key: Any, item: Any) -> Any:
+    return None if type(item) is float and not math.isfinite(item) else item
+
+
 def redact(value: Any) -> Any:
     """Replace the value of every credential-named key, at any depth, by ``***``.
 
-    Null values stay null (nothing to hide). Containers are copied only where something
-    changed, so the common case allocates nothing.
+    Null values stay null (nothing to hide).
 
     Args:
         value: A plain JSON value (not mutated).
@@ -108,55 +139,12 @@ def redact(value: Any) -> Any:
     Returns:
         The value with credentials hidden.
     """
-    kind = type(value)
-    if kind is dict:
-        out: dict[str, Any] | None = None
-        for key, item in value.items():
-            if item is not None and is_credential_key(key):
-                new: Any = REDACTED
-            else:
-                new = redact(item)
-            if new is not item:
-                if out is None:
-                    out = dict(value)
-                out[key] = new
-        return value if out is None else out
-    if kind is list:
-        items = None
-        for index, item in enumerate(value):
-            new = redact(item)
-            if new is not item:
-                if items is None:
-                    items = list(value)
-                items[index] = new
-        return value if items is None else items
-    return value
+    return _rewrite(value, _hide_credential)
 
 
 def _finite(value: Any) -> Any:
     """Non-finite floats (NaN, inf) become null: JSON has no such numbers."""
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is dict:
-        out = None
-        for key, item in value.items():
-            new = _finite(item)
-            if new is not item:
-                if out is None:
-                    out = dict(value)
-                out[key] = new
-        return value if out is None else out
-    if kind is list:
-        items = None
-        for index, item in enumerate(value):
-            new = _finite(item)
-            if new is not item:
-                if items is None:
-                    items = list(value)
-                items[index] = new
-        return value if items is None else items
-    return value
+    return _rewrite(value, _finite_number)
 
 
 def json_value(value: Any) -> Any:

@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from inspect_mlflow._forking import reinit_after_fork
 from inspect_mlflow._runtime.operations import Operation
 from inspect_mlflow._writer.sink import Rejection, Sink, SinkError
 
@@ -199,15 +198,7 @@ class BackgroundWriter:
         self._stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self._init_state()
         self._thread.start()
-        if hasattr(os, "register_at_fork"):
-            reinit = weakref.WeakMethod(self._at_fork_reinit)
-
-            def _after_fork_in_child() -> None:
-                method = reinit()
-                if method is not None:
-                    method()
-
-            os.register_at_fork(after_in_child=_after_fork_in_child)
+        reinit_after_fork(self._at_fork_reinit)
 
     def _init_state(self) -> None:
         """Create the lock, events, queue and thread (again, in a forked child)."""
