@@ -11,6 +11,7 @@ import adds nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -40,6 +41,11 @@ def broken_task(marker: Path) -> Task:
     def gate() -> Any:
         async def solve(state: TaskState, generate: Generate) -> TaskState:
             if state.sample_id == 2 and marker.read_text() == "broken":
+                # An eval log's attempt times have whole-second precision, and the importer
+                # treats a sample that started in the very second the retry started as new
+                # (counted again rather than lost). Failing 1.5 s in keeps the samples the
+                # retry reuses in an earlier second, as they are in any real eval.
+                await asyncio.sleep(1.5)
                 raise RuntimeError("planned failure")
             return state
 
