@@ -16,6 +16,26 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 # ---------------------------------------------------------------------------------------
+# Working directory (owner: project). MLflow puts a sqlite store's artifacts under
+# ./mlruns of the working directory; a test that forgets to chdir must not leave them in
+# the checkout, so the whole session runs in a temporary directory.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    import os
+
+    before = os.getcwd()
+    workdir = tmp_path_factory.mktemp("workdir")
+    os.chdir(workdir)
+    try:
+        yield workdir
+    finally:
+        os.chdir(before)
+
+
+# ---------------------------------------------------------------------------------------
 # Real MLflow stores: sqlite file and `mlflow server` (owner: writer / MlflowSink).
 #
 # - ``sqlite_store``: a fresh ``sqlite:///<tmp_path>/mlflow.db`` per test (copied from a
