@@ -43,7 +43,7 @@ from inspect_ai import hooks as inspect_hooks
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import LogTrace, OpenRun, Operation
+from inspect_mlflow._runtime.operations import OpenRun, Operation
 from inspect_mlflow._runtime.views import context
 
 __all__ = [
@@ -601,7 +601,12 @@ class Importer:
         self.points = mapping.points()
         self.force = force
         self._clock = LogClock()
-        self.engine = Engine(mapping, log_artifacts=settings.log_artifacts, clock=self._clock)
+        self.engine = Engine(
+            mapping,
+            log_artifacts=settings.log_artifacts,
+            traces=settings.traces,
+            clock=self._clock,
+        )
         if sink is None:
             sink = self._mlflow_sink(resume=not force)
         self.sink = sink
@@ -809,8 +814,6 @@ class Importer:
             self._prepare(item.point, ctx)
         ops: list[Operation] = self.engine.handle(item.point, ctx)
         ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
-        if not self.settings.traces:
-            ops = [op for op in ops if not isinstance(op, LogTrace)]
         if not ops:
             return
         self.writer.emit(ops)

@@ -16,7 +16,7 @@ from inspect_mlflow import _autolog
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import LogTrace, Operation
+from inspect_mlflow._runtime.operations import Operation
 from inspect_mlflow._runtime.views import context
 from inspect_mlflow._secrets import Scrubber, ScrubFilter
 from inspect_mlflow._worker import SerialWorker
@@ -53,7 +53,9 @@ class Session:
         self.settings = settings
         self.mapping = mapping
         self.points = mapping.points()
-        self.engine = Engine(mapping, log_artifacts=settings.log_artifacts)
+        self.engine = Engine(
+            mapping, log_artifacts=settings.log_artifacts, traces=settings.traces
+        )
         self._lock = threading.Lock()
         assert settings.tracking_uri is not None
         self.resume_points = self.engine.resume_points
@@ -192,8 +194,6 @@ class Session:
         ctx = context(point, data, **ids)
         with self._lock:
             ops: list[Operation] = self.engine.handle(point, ctx)
-        if not self.settings.traces:
-            ops = [op for op in ops if not isinstance(op, LogTrace)]
         if ops:
             if self.scrubber:
                 ops = self.scrubber.ops(ops)

@@ -265,6 +265,8 @@ class Engine:
         mapping: The compiled, validated mapping.
         log_artifacts: False drops tables, records and artifacts (``AppendRows`` and
             ``LogArtifact``); they are then not even evaluated.
+        traces: False skips ``trace`` outputs without building them (at ``sample_end`` a
+            trace with a span per event is the costliest output).
         clock: Seconds since the epoch (for run start/end and metric timestamps);
             replaceable in tests.
     """
@@ -274,10 +276,12 @@ class Engine:
         mapping: CompiledMapping,
         *,
         log_artifacts: bool = True,
+        traces: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.mapping = mapping
         self.log_artifacts = log_artifacts
+        self.traces = traces
         self._clock = clock
         self.counter_names: tuple[str, ...] = tuple(sorted(mapping.counters))
         self.series_names: tuple[str, ...] = tuple(sorted(mapping.series))
@@ -666,7 +670,7 @@ class Engine:
                 value = self._value(rule.value, doc) if path is not None else None
                 if path is not None and value is not _MISSING and value is not None:
                     out.artifacts.append((path, json_value(value)))
-        if rule.trace is not None:
+        if rule.trace is not None and self.traces:
             trace = self._trace(rule.trace, run, doc)
             if trace is not None:
                 out.traces.append(trace)
