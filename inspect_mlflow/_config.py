@@ -52,6 +52,7 @@ VARIABLES: tuple[str, ...] = (
     "INSPECT_MLFLOW_FLUSH_TIMEOUT",
     "INSPECT_MLFLOW_SPOOL_DIR",
     "INSPECT_MLFLOW_MAX_QUEUE_SIZE",
+    "INSPECT_MLFLOW_DELIVERY",
     *SECRET_VARIABLES,
 )
 """Every environment variable :func:`load_settings` reads."""
@@ -93,6 +94,9 @@ class Settings:
     per-user cache directory."""
     max_queue_size: int = 100_000
     """Write operations that may wait in memory; beyond it they go to the spool."""
+    delivery: str = "process"
+    """Where the mapping is evaluated and MLflow written to: ``process`` (a delivery
+    process beside the eval's, off its GIL) or ``thread`` (threads of the eval's process)."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
     """Values of MLflow's credential variables (and a password in the tracking URI),
     scrubbed from everything written or printed. Never shown in a repr."""
@@ -266,5 +270,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flush_timeout=_parse_number(env, "INSPECT_MLFLOW_FLUSH_TIMEOUT", 30.0, float),
         spool_dir=_spool_dir(env),
         max_queue_size=int(_parse_number(env, "INSPECT_MLFLOW_MAX_QUEUE_SIZE", 100_000, int)),
+        delivery=_parse_delivery(env),
         secrets=secret_values(env, tracking_uri),
     )
+
+
+DELIVERY_MODES = ("process", "thread")
+
+
+def _parse_delivery(env: Mapping[str, str]) -> str:
+    raw = _get(env, "INSPECT_MLFLOW_DELIVERY")
+    if raw is None:
+        return "process"
+    if raw.lower() not in DELIVERY_MODES:
+        raise SettingsError(
+            f"INSPECT_MLFLOW_DELIVERY={raw!r} is not a delivery mode. Use 'process' (the "
+            "default: a process beside the eval's evaluates the mapping and writes to MLflow) "
+            "or 'thread' (threads of the eval's process do it)."
+        )
+    return raw.lower()

@@ -107,11 +107,16 @@ class MlflowTrackingHook(Hooks):
         session = self._session
         if session is not None or point not in self._points or self._settings is None:
             return session
-        from inspect_mlflow._session import Session
-
         with self._start_lock:
             if self._session is None:
-                self._session = Session(self._settings, self._mapping)
+                if self._settings.delivery == "process":
+                    from inspect_mlflow._remote import RemoteSession
+
+                    self._session = RemoteSession(self._settings, self._mapping)
+                else:
+                    from inspect_mlflow._session import Session
+
+                    self._session = Session(self._settings, self._mapping)
             return self._session
 
     # -- dispatch ---------------------------------------------------------------------
@@ -162,7 +167,7 @@ class MlflowTrackingHook(Hooks):
         if session is not None:
             session.start_autolog()
             uri = session.settings.tracking_uri
-            if uri.startswith("sqlite:"):
+            if uri.startswith("sqlite:") and session.settings.delivery == "thread":
                 # Now, while the directory the eval started in is current (see there);
                 # in a thread, import included: importing MLflow takes seconds.
                 await anyio.to_thread.run_sync(_open_local_store, uri)

@@ -305,8 +305,8 @@ def _replay_spool(
             if stop is not None:
                 result.status = "unreachable" if stop[0] else "failed"
                 result.message = stop[1]
-                result.delivered += stop[2] - position - len(
-                    [i for i in failed if position <= i < stop[2]]
+                result.delivered += (
+                    stop[2] - position - len([i for i in failed if position <= i < stop[2]])
                 )
                 position = stop[2]
                 failed = {i for i in failed if i < position}  # sent again next time

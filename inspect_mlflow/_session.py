@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from inspect_mlflow import _autolog
@@ -39,7 +40,27 @@ upload for its traces), so requests grow with the eval's duration, not with its 
 the run end does not wait for it (a flush wakes the writer at once)."""
 
 
-class Session:
+class AutologOwner:
+    """Provider autolog for one session: always in the eval's process (it patches SDKs there)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._autologged: list[str] | None = None
+
+    def start_autolog(self) -> None:
+        """Switch provider autolog on once per session, when the settings ask for it."""
+        if self._autologged is None:
+            enabled = self.settings.autolog_enabled
+            self._autologged = _autolog.enable(self.settings.autolog_providers) if enabled else []
+
+    def stop_autolog(self) -> None:
+        """Switch off what :meth:`start_autolog` switched on."""
+        if self._autologged:
+            _autolog.disable(self._autologged)
+        self._autologged = None
+
+
+class Session(AutologOwner):
     """Turns lifecycle points into operations and hands them to the background writer.
 
     ``handle`` runs on Inspect's event loop (and, for eval-set points, on short-lived
@@ -50,18 +71,15 @@ class Session:
     """
 
     def __init__(self, settings: Settings, mapping: CompiledMapping) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.mapping = mapping
         self.points = mapping.points()
-        self.engine = Engine(
-            mapping, log_artifacts=settings.log_artifacts, traces=settings.traces
-        )
+        self.engine = Engine(mapping, log_artifacts=settings.log_artifacts, traces=settings.traces)
         self._lock = threading.Lock()
         assert settings.tracking_uri is not None
         self.resume_points = self.engine.resume_points
         """Points that may continue a run closed in an earlier process (see :meth:`prepare`)."""
         self._reader: MlflowSink | None = None
-        self._autologged: list[str] | None = None
         self.errors = 0
         self._worker = SerialWorker(self._run_job, name="inspect-mlflow-engine")
         self._connect_error: Exception | None = None
@@ -123,18 +141,6 @@ class Session:
         """The server is gone or too slow: everything not yet delivered goes to the spool."""
         self.writer.divert()
 
-    def start_autolog(self) -> None:
-        """Switch provider autolog on once per session, when the settings ask for it."""
-        if self._autologged is None:
-            enabled = self.settings.autolog_enabled
-            self._autologged = _autolog.enable(self.settings.autolog_providers) if enabled else []
-
-    def stop_autolog(self) -> None:
-        """Switch off what :meth:`start_autolog` switched on."""
-        if self._autologged:
-            _autolog.disable(self._autologged)
-        self._autologged = None
-
     def prepare(self, point: str, data: Any, **ids: Any) -> None:
         """Read what runs this point continues were left with (before :meth:`handle`).
 
@@ -145,7 +151,12 @@ class Session:
         """
         if point not in self.resume_points:
             return
-        ctx = context(point, data, **ids)
+        self.prepare_document(point, context(point, data, **ids))
+
+    def prepare_document(self, point: str, ctx: Mapping[str, Any]) -> None:
+        """:meth:`prepare` for a context document built elsewhere (the eval's process)."""
+        if point not in self.resume_points:
+            return
         with self._lock:
             keys = self.engine.pending_resumes(point, ctx)
         if keys:
@@ -177,11 +188,19 @@ class Session:
         if point in self.points:
             self._worker.submit(point, data, ids)
 
-    def _run_job(self, point: str, data: Any, ids: dict[str, Any]) -> None:
+    def handle_document(self, point: str, ctx: Mapping[str, Any]) -> None:
+        """:meth:`handle` for a context document built elsewhere (the eval's process)."""
+        if point in self.points:
+            self._worker.submit(point, ctx, None)
+
+    def _run_job(self, point: str, data: Any, ids: dict[str, Any] | None) -> None:
         if self._connect_error is not None:
             return  # said once by _connect; nothing could be delivered
         try:
-            self._evaluate(point, data, **ids)
+            if ids is None:
+                self._apply(point, data)
+            else:
+                self._evaluate(point, data, **ids)
         except Exception as err:  # never break the eval; count and tell once
             self.errors += 1
             if self.errors == 1:
@@ -189,9 +208,10 @@ class Session:
 
     def _evaluate(self, point: str, data: Any, **ids: Any) -> None:
         """Evaluate the mapping for one lifecycle point and enqueue the writes (worker)."""
-        if point not in self.points:
-            return
-        ctx = context(point, data, **ids)
+        if point in self.points:
+            self._apply(point, context(point, data, **ids))
+
+    def _apply(self, point: str, ctx: Mapping[str, Any]) -> None:
         with self._lock:
             ops: list[Operation] = self.engine.handle(point, ctx)
         if ops:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -34,9 +35,15 @@ from inspect_mlflow._writer.writer import BackgroundWriter
 
 @contextlib.contextmanager
 def recorded_emits() -> Iterator[list[Operation]]:
-    """Every operation any BackgroundWriter is given while the block runs."""
+    """Every operation any BackgroundWriter is given while the block runs.
+
+    Writers of this process only: the block sets ``INSPECT_MLFLOW_DELIVERY=thread`` so
+    that evals run in it evaluate and write here, not in the delivery process.
+    """
     seen: list[Operation] = []
     original = BackgroundWriter.emit
+    delivery = os.environ.get("INSPECT_MLFLOW_DELIVERY")
+    os.environ["INSPECT_MLFLOW_DELIVERY"] = "thread"
 
     def emit(self: BackgroundWriter, ops: Sequence[Operation]) -> None:
         seen.extend(ops)
@@ -47,6 +54,10 @@ def recorded_emits() -> Iterator[list[Operation]]:
         yield seen
     finally:
         BackgroundWriter.emit = original  # type: ignore[method-assign]
+        if delivery is None:
+            os.environ.pop("INSPECT_MLFLOW_DELIVERY", None)
+        else:
+            os.environ["INSPECT_MLFLOW_DELIVERY"] = delivery
 
 
 class Captured(logging.Handler):

@@ -125,7 +125,6 @@ def test_cancel_and_close_reach_the_wrapped_sink():
     assert inner.cancelled and inner.closed
 
 
-
 def test_a_server_that_accepts_but_never_answers_fails_the_check_within_its_timeout():
     import socket
 

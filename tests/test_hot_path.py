@@ -322,6 +322,7 @@ def test_run_start_returns_while_mlflow_is_still_importing(tmp_path: Any) -> Non
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",  # nothing listens: nothing is sent
         "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
         "INSPECT_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+        "INSPECT_MLFLOW_DELIVERY": "thread",  # in the eval's process: its worker imports
     }
     env.pop("INSPECT_MLFLOW_TRACKING_URI", None)
     done = subprocess.run(

@@ -56,6 +56,7 @@ def test_defaults() -> None:
     )
     assert s.mapping_path is None
     assert (s.trace_max_spans, s.trace_max_text, s.flush_timeout) == (1000, 20_000, 30.0)
+    assert s.delivery == "process"
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])
@@ -236,6 +237,17 @@ def test_numbers(name: str, field: str, raw: str, expected: float) -> None:
 def test_a_bad_number_names_the_variable(name: str, raw: str) -> None:
     message = error(**{name: raw})
     assert name in message and repr(raw) in message and "positive" in message
+
+
+@pytest.mark.parametrize("raw", ["thread", "THREAD", " process "])
+def test_delivery_modes(raw: str) -> None:
+    assert settings(INSPECT_MLFLOW_DELIVERY=raw).delivery == raw.strip().lower()
+
+
+def test_a_bad_delivery_mode_names_the_variable_and_the_choices() -> None:
+    message = error(INSPECT_MLFLOW_DELIVERY="subprocess")
+    assert "INSPECT_MLFLOW_DELIVERY='subprocess'" in message
+    assert "'process'" in message and "'thread'" in message
 
 
 def test_queue_size() -> None:

@@ -443,7 +443,6 @@ class MappingFunctions(Functions):
             total = value if total is None else total + value
         return total
 
-
     @signature({"types": ["array", "null"]}, {"types": ["expref"]})
     def _func_index_by(self, values: list[Any] | None, expref: Any) -> dict[str, Any]:
         """An object from the elements, keyed by the text of ``&expr`` on each of them.

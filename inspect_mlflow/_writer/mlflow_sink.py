@@ -95,6 +95,7 @@ _RUN_LEVEL_CODES = frozenset(
 
 _TRACES_MODULE = "inspect_mlflow._writer.traces"
 
+
 def classify(error: BaseException) -> tuple[bool, str]:
     """Say whether an error from an MLflow call is transient, and name its kind.
 

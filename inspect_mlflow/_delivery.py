@@ -1,0 +1,134 @@
+"""The delivery process: evaluates the mapping and talks to MLflow for an eval's process.
+
+Run as ``python -m inspect_mlflow._delivery`` by :mod:`inspect_mlflow._remote`, with
+pipes on stdin (messages in) and stdout (replies and log records out); see
+:mod:`inspect_mlflow._wire`. Inside, each session is the ordinary :class:`Session`
+(engine, background writer, trace sender, spool): the same code that runs in the eval's
+process with ``INSPECT_MLFLOW_DELIVERY=thread``, fed context documents instead of
+Inspect's objects.
+
+Why a process: in the eval's process, MLflow's import (seconds of CPU, about 125 MB),
+the mapping's evaluation and the HTTP client all hold Python's GIL that the eval's own
+event loop needs; here they run on another core.
+
+When stdin closes (the eval's process ended or died), every session still open is
+finished (delivered or spooled) before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from inspect_mlflow._wire import Channel
+
+
+class _Forward(logging.Handler):
+    """Sends log records to the eval's process, which logs them under the same name."""
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self._channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._channel.send(("log", record.levelno, record.name, record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+
+class DeliveryProcess:
+    """The message loop: one :class:`Session` per ``open``, answered in arrival order."""
+
+    def __init__(self, incoming: Channel, outgoing: Channel) -> None:
+        self._in = incoming
+        self._out = outgoing
+        self._sessions: dict[int, Any] = {}
+        self._handler = _Forward(outgoing)
+        logging.getLogger().addHandler(self._handler)
+
+    def run(self) -> int:
+        """Serve until stdin closes; returns the exit code."""
+        while True:
+            try:
+                message = self._in.receive()
+            except EOFError:
+                self._finish_all()
+                return 0
+            kind = message[0]
+            handler = getattr(self, f"_on_{kind}", None)
+            if handler is None:
+                logging.getLogger(__name__).error("inspect-mlflow: unknown message %r", kind)
+                continue
+            handler(*message[1:])
+
+    def _reply(self, seq: int, value: Any) -> None:
+        self._out.send(("reply", seq, value))
+
+    def _on_open(
+        self, seq: int, sid: int, settings: Any, environ: dict[str, str], cwd: str, level: int
+    ) -> None:
+        from inspect_mlflow._mapping import load_mapping
+        from inspect_mlflow._session import Session
+
+        # MLflow reads its own variables (credentials, timeouts) from the environment.
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd)
+        logging.getLogger().setLevel(level)
+        self._handler.setLevel(level)
+        try:
+            self._sessions[sid] = Session(settings, load_mapping(settings.mapping_path))
+        except Exception as err:  # the eval's process checked both: a bug if it happens
+            logging.getLogger(__name__).warning("inspect-mlflow: cannot log this run: %r", err)
+        self._reply(seq, sid in self._sessions)
+
+    def _on_point(self, sid: int, point: str, document: Any) -> None:
+        session = self._sessions.get(sid)
+        if session is not None:
+            session.handle_document(point, document)
+
+    def _on_prepare(self, seq: int, sid: int, point: str, document: Any) -> None:
+        session = self._sessions.get(sid)
+        try:
+            if session is not None:
+                session.prepare_document(point, document)
+            self._reply(seq, None)
+        except Exception as err:
+            self._reply(seq, err)
+
+    def _on_finish(self, seq: int, sid: int, timeout: float) -> None:
+        session = self._sessions.get(sid)
+        if session is None:
+            self._reply(seq, (False, False))
+            return
+        delivered = session.finish(timeout)
+        self._reply(seq, (delivered, session.has_open_runs()))
+
+    def _on_close(self, seq: int, sid: int, timeout: float) -> None:
+        session = self._sessions.pop(sid, None)
+        if session is not None:
+            session.close(timeout)
+        self._reply(seq, None)
+
+    def _finish_all(self) -> None:
+        """The eval's process is gone: deliver or spool what every open session holds."""
+        for session in self._sessions.values():
+            timeout = session.settings.flush_timeout
+            session.finish(timeout)
+            session.close(timeout)
+        self._sessions.clear()
+
+
+def main() -> int:
+    """Entry point: messages on stdin, replies on stdout, stray prints to stderr."""
+    incoming = Channel(sys.stdin.buffer)
+    outgoing = Channel(sys.stdout.buffer)
+    sys.stdout = sys.stderr  # a print anywhere must not corrupt the message stream
+    return DeliveryProcess(incoming, outgoing).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""The eval's side of out-of-process delivery: a session whose work runs in another process.
+
+Why: whatever the hook does in the eval's process competes for Python's GIL with
+Inspect's event loop, so seconds of mapping evaluation, MLflow's import and its HTTP
+client slow a CPU-bound eval down even from a background thread. :class:`RemoteSession`
+keeps only what must stay here (provider autolog, which patches SDKs in this process)
+and sends each lifecycle point's context document to one delivery process per eval
+process (:mod:`inspect_mlflow._delivery`), which evaluates the mapping and writes.
+
+In this process a point costs a queue append on the event loop and, on the feeder
+thread, the payload's JSON form (pydantic's serializer) and a pickle write to a pipe.
+Points the mapping cannot use are not sent (see :mod:`inspect_mlflow._runtime.relevance`).
+
+The delivery process is started on first use and kept for the next runs; it finishes
+its sessions (delivers or spools) when this process ends. When it cannot be started,
+the session falls back to working in this process (``INSPECT_MLFLOW_DELIVERY=thread``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from inspect_mlflow._config import Settings
+from inspect_mlflow._forking import reinit_after_fork
+from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._runtime.relevance import PointFilter
+from inspect_mlflow._runtime.views import context, to_json
+from inspect_mlflow._session import AutologOwner
+from inspect_mlflow._wire import Channel
+from inspect_mlflow._worker import SerialWorker
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+"""Seconds the delivery process may take to start and open a session."""
+
+REPLY_GRACE = 10.0
+"""Seconds to wait for a reply beyond the timeout the delivery process was given."""
+
+
+class DeliveryUnavailable(RuntimeError):
+    """The delivery process is not running (it could not start, or it exited)."""
+
+
+COMMAND = [sys.executable, "-m", "inspect_mlflow._delivery"]
+"""How the delivery process is started (the interpreter running the eval)."""
+
+
+class _Process:
+    """The delivery process of this eval process, its pipes and pending replies."""
+
+    def __init__(self) -> None:
+        self._popen = subprocess.Popen(
+            COMMAND,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # its tracebacks, if any, show where ours would
+            cwd=os.getcwd(),
+            env=os.environ.copy(),
+        )
+        assert self._popen.stdin is not None and self._popen.stdout is not None
+        self._out = Channel(self._popen.stdin)
+        self._in = Channel(self._popen.stdout)
+        self._seq = itertools.count(1)
+        self._replies: dict[int, Any] = {}
+        self._cond = threading.Condition()
+        self.gone = False
+        threading.Thread(
+            target=self._read, name="inspect-mlflow-delivery-reader", daemon=True
+        ).start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if self.gone:
+            raise DeliveryUnavailable(self._why())
+        try:
+            self._out.send(message)
+        except (OSError, ValueError) as err:
+            self.gone = True
+            raise DeliveryUnavailable(self._why()) from err
+
+    def request(self, kind: str, *args: Any, timeout: float) -> Any:
+        """Send a message that is answered; wait for the answer at most ``timeout`` s."""
+        seq = next(self._seq)
+        self.send((kind, seq, *args))
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while seq not in self._replies:
+                remaining = deadline - time.monotonic()
+                if self.gone or remaining <= 0:
+                    raise DeliveryUnavailable(
+                        self._why() if self.gone else f"no answer to {kind} in {timeout:g}s"
+                    )
+                self._cond.wait(remaining)
+            return self._replies.pop(seq)
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def _why(self) -> str:
+        code = self._popen.poll()
+        return "the delivery process " + (
+            f"exited with code {code}" if code is not None else "stopped answering"
+        )
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._in.receive()
+            except Exception:  # EOF or a torn message: the process is gone
+                with self._cond:
+                    self.gone = True
+                    self._cond.notify_all()
+                return
+            if message[0] == "log":
+                _, level, name, text = message
+                logging.getLogger(name).log(level, "%s", text)
+            elif message[0] == "reply":
+                with self._cond:
+                    self._replies[message[1]] = message[2]
+                    self._cond.notify_all()
+
+
+_lock = threading.Lock()
+_process: _Process | None = None
+
+
+def _shared_process() -> _Process:
+    """The running delivery process, started on first use (again after it exited)."""
+    global _process
+    with _lock:
+        if _process is None or _process.gone:
+            _process = _Process()
+        return _process
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not write into its parent's pipe: it starts its own."""
+    global _process, _lock
+    _lock = threading.Lock()
+    _process = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+_session_ids = itertools.count(1)
+
+
+class RemoteSession(AutologOwner):
+    """The :class:`~inspect_mlflow._session.Session` interface, served by the delivery process."""
+
+    def __init__(self, settings: Settings, mapping: CompiledMapping) -> None:
+        super().__init__(settings)
+        self.mapping = mapping
+        self.points = mapping.points()
+        self.resume_points = frozenset(
+            spec.open for spec in mapping.runs.values() if spec.resume is not None
+        )
+        self.errors = 0
+        self._sid = next(_session_ids)
+        self._filter = PointFilter(mapping)
+        self._open_runs = True
+        self._process: _Process | None = None
+        self._local: Any = None
+        """An in-process :class:`Session`, when the delivery process could not start."""
+        self._said_gone = False
+        # Now, on the hook's call: Inspect may change directory while it loads tasks, and
+        # a local store's relative paths resolve against the user's directory.
+        self._cwd = os.getcwd()
+        self._environ = dict(os.environ)
+        self._init_state()
+        reinit_after_fork(self._after_fork)
+        # Starting the process takes a moment: not on the event loop (first hook call).
+        self._feeder.call(self._open)
+
+    def _init_state(self) -> None:
+        self._feeder = SerialWorker(self._send, name="inspect-mlflow-feeder")
+
+    def _after_fork(self) -> None:
+        """In a forked child: a feeder of its own, and no pipe (it is the parent's)."""
+        self._init_state()
+        self._process = None
+        self._local = None
+
+    def _open(self) -> None:
+        """Start (or reuse) the delivery process and open this session there.
+
+        When that fails, nothing was sent yet: the session works in this process
+        instead, so no point is lost.
+        """
+        level = logging.getLogger("inspect_mlflow").getEffectiveLevel()
+        try:
+            process = _shared_process()
+            opened = process.request(
+                "open",
+                self._sid,
+                self.settings,
+                self._environ,
+                self._cwd,
+                level,
+                timeout=START_TIMEOUT,
+            )
+            if not opened:
+                raise DeliveryUnavailable("it could not open the session")
+            self._process = process
+        except Exception as err:
+            from inspect_mlflow._session import Session
+
+            logger.warning(
+                "inspect-mlflow: the delivery process did not start (%s); delivering from "
+                "the eval's process instead (INSPECT_MLFLOW_DELIVERY=thread)",
+                err,
+            )
+            self._local = Session(self.settings, self.mapping)
+
+    def _lost(self, err: BaseException) -> None:
+        self._process = None
+        if not self._said_gone:
+            self._said_gone = True
+            logger.warning(
+                "inspect-mlflow: %s; what this run logs from now on is lost (%r). Set "
+                "INSPECT_MLFLOW_DELIVERY=thread to deliver from the eval's process.",
+                err if isinstance(err, DeliveryUnavailable) else "the delivery process failed",
+                err,
+            )
+
+    def handle(self, point: str, data: Any, **ids: Any) -> None:
+        """Queue one lifecycle point; returns at once (the feeder serialises it)."""
+        if point in self.points:
+            self._feeder.submit(point, data, ids)
+
+    def _send(self, point: str, data: Any, ids: dict[str, Any]) -> None:
+        if self._local is not None:
+            self._local.handle(point, data, **ids)
+            return
+        if self._process is None:
+            self.errors += 1
+            return
+        ctx = context(point, data, **ids)
+        if not self._filter.matters(point, ctx):
+            return
+        try:
+            self._process.send(("point", self._sid, point, to_json(ctx)))
+        except Exception as err:
+            self.errors += 1
+            self._lost(err)
+
+    def _request(self, kind: str, *args: Any, timeout: float) -> Any:
+        """Queue a request behind the points sent so far; wait for its answer."""
+        answer: dict[str, Any] = {}
+
+        def ask() -> None:
+            if self._process is None:
+                answer["error"] = DeliveryUnavailable("the delivery process is not running")
+                return
+            try:
+                answer["value"] = self._process.request(kind, *args, timeout=timeout)
+            except Exception as err:
+                answer["error"] = err
+
+        self._feeder.call(ask)
+        if not self._feeder.drain(START_TIMEOUT + timeout + REPLY_GRACE):
+            raise DeliveryUnavailable(f"no answer to {kind} in {timeout:g}s")
+        if "error" in answer:
+            raise answer["error"]
+        return answer.get("value")
+
+    def prepare(self, point: str, data: Any, **ids: Any) -> None:
+        """Let the delivery process read the saved state of runs this point continues."""
+        if point not in self.resume_points:
+            return
+        self._feeder.drain(START_TIMEOUT)  # opened here or there
+        if self._local is not None:
+            self._local.prepare(point, data, **ids)
+            return
+        document = to_json(context(point, data, **ids))
+        timeout = self.settings.flush_timeout
+        error = self._request("prepare", self._sid, point, document, timeout=timeout)
+        if isinstance(error, BaseException):
+            raise error
+
+    def finish(self, timeout: float) -> bool:
+        """Deliver everything within ``timeout`` seconds (spool the rest); True if delivered."""
+        self._feeder.drain(START_TIMEOUT)
+        if self._local is not None:
+            return bool(self._local.finish(timeout))
+        try:
+            delivered, self._open_runs = self._request(
+                "finish", self._sid, timeout, timeout=timeout
+            )
+        except Exception as err:
+            self._lost(err)
+            self._open_runs = False
+            return False
+        return bool(delivered)
+
+    def has_open_runs(self) -> bool:
+        """True while any run of this session is still open (as of the last finish)."""
+        if self._local is not None:
+            return bool(self._local.has_open_runs())
+        return self._open_runs
+
+    def close(self, timeout: float) -> None:
+        """End the session in the delivery process (its writer stops after a last flush)."""
+        if self._local is not None:
+            self._feeder.stop(timeout)
+            self._local.close(timeout)
+            return
+        try:
+            self._request("close", self._sid, timeout, timeout=timeout)
+        except Exception as err:
+            self._lost(err)
+        self._feeder.stop(timeout)

@@ -1,0 +1,173 @@
+"""Delivery in a separate process (the default): what the eval's process keeps, and failures.
+
+Real evals (mock model) and real sqlite stores; the delivery process is the real one,
+except where a test makes it fail to start on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_support import new_experiment_name, run_logged, runs_by_name
+from inspect_ai import Task
+from inspect_ai.scorer import includes, match
+from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
+
+from inspect_mlflow import _remote
+from inspect_mlflow._demo import add_tool, demo_task
+
+pytestmark = pytest.mark.e2e
+
+_EVAL_IN_A_FRESH_PROCESS = r"""
+import sys
+from inspect_ai import eval
+from inspect_mlflow._demo import demo_model, demo_task
+
+logs = eval(demo_task(6, name="fresh"), model=demo_model(), log_dir=sys.argv[1], display="none")
+print("status:", logs[0].status)
+print("mlflow imported:", "mlflow" in sys.modules)
+"""
+
+
+def test_the_eval_process_never_imports_mlflow_and_everything_lands(
+    sqlite_store: Any, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": sqlite_store.tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": sqlite_store.experiment_name,
+        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
+    }
+    for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", _EVAL_IN_A_FRESH_PROCESS, str(tmp_path / "logs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "status: success" in done.stdout
+    assert "mlflow imported: False" in done.stdout
+    client = MlflowClient(sqlite_store.tracking_uri)
+    runs = runs_by_name(client, sqlite_store.experiment_name)
+    task_run = runs["fresh"]
+    assert task_run.info.status == "FINISHED"
+    assert task_run.data.metrics["total_samples"] == 6
+    traces = client.search_traces(
+        locations=[task_run.info.experiment_id], run_id=task_run.info.run_id
+    )
+    assert len(traces) == 6
+    assert sum(len(t.info.assessments) for t in traces) == 12
+
+
+@pytest.fixture
+def fresh_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start each test with no delivery process (a test may break the next one's start)."""
+    monkeypatch.setattr(_remote, "_process", None)
+
+
+def test_a_delivery_process_that_cannot_start_falls_back_to_this_process(
+    sqlite_store: Any,
+    fresh_delivery: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setattr(_remote, "COMMAND", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    experiment = new_experiment_name("fallback")
+    with caplog.at_level(logging.WARNING, logger="inspect_mlflow"):
+        logs = run_logged(
+            demo_task(4, name="fallback"),
+            sqlite_store.tracking_uri,
+            experiment,
+            extra_env={"INSPECT_MLFLOW_DELIVERY": None},
+        )
+    assert logs[0].status == "success"
+    assert "the delivery process did not start" in caplog.text
+    assert "exited with code 3" in caplog.text
+    task_run = runs_by_name(MlflowClient(sqlite_store.tracking_uri), experiment)["fallback"]
+    assert task_run.info.status == "FINISHED"
+    assert task_run.data.metrics["total_samples"] == 4
+
+
+def _killer(at_sample: int) -> Any:
+    @solver
+    def kill_delivery() -> Any:
+        async def solve(state: TaskState, generate: Generate) -> TaskState:
+            if state.sample_id == at_sample:
+                process = _remote._process
+                assert process is not None
+                os.kill(process.pid, signal.SIGKILL)
+                await asyncio.sleep(0.5)
+            return state
+
+        return solve
+
+    return kill_delivery()
+
+
+def test_a_delivery_process_killed_mid_eval_is_said_and_never_breaks_the_eval(
+    sqlite_store: Any, fresh_delivery: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    demo = demo_task(6, name="killed")
+    task = Task(
+        name="killed",
+        dataset=demo.dataset,
+        solver=[_killer(3), use_tools(add_tool()), generate()],
+        scorer=[match(), includes()],
+    )
+    with caplog.at_level(logging.WARNING, logger="inspect_mlflow"):
+        logs = run_logged(
+            task,
+            sqlite_store.tracking_uri,
+            new_experiment_name("killed"),
+            extra_env={"INSPECT_MLFLOW_DELIVERY": None, "INSPECT_MLFLOW_FLUSH_TIMEOUT": "5"},
+        )
+    assert logs[0].status == "success"
+    assert "the delivery process exited with code -9" in caplog.text
+    assert "is lost" in caplog.text
+    # the next run starts a new delivery process
+    assert _remote._process is not None and _remote._process.gone
+
+
+@pytest.mark.server
+def test_a_down_server_is_spooled_by_the_delivery_process_and_said_here(
+    tmp_path: Path, fresh_delivery: None
+) -> None:
+    from faults_support import captured_logs
+    from mlflow_server import free_port
+
+    from inspect_mlflow._writer.spool import list_spool_files, read_spool
+
+    spool_dir = tmp_path / "spool"
+    with captured_logs() as logs:
+        [log] = run_logged(
+            demo_task(4, name="down"),
+            f"http://127.0.0.1:{free_port()}",
+            new_experiment_name("down"),
+            extra_env={
+                "INSPECT_MLFLOW_DELIVERY": None,
+                "INSPECT_MLFLOW_FLUSH_TIMEOUT": "3",
+                "INSPECT_MLFLOW_SPOOL_DIR": str(spool_dir),
+            },
+        )
+    assert log.status == "success"
+    [path] = list_spool_files(spool_dir)
+    spool = read_spool(path)
+    opened = [op for op in spool.ops if type(op).__name__ == "OpenRun"]
+    assert len(opened) == 2, "the eval run and the task run, kept for replay"
+    said = [m for m in logs.messages(logging.WARNING) if "inspect-mlflow replay" in m]
+    assert len(said) == 1 and f"{len(spool.ops)} write operation(s)" in said[0]
