@@ -12,6 +12,8 @@ It writes one JSON object to ``--out``:
   reading its settings and mapping, MLflow's import and the wait for delivery at run
   end, is inside;
 - ``maxrss_kb``: the process's peak resident memory;
+- ``delivery_cpu``, ``delivery_maxrss_kb``: CPU seconds and peak memory of the hook's
+  delivery process (None with ``INSPECT_MLFLOW_DELIVERY=thread`` or the hook off);
 - ``holds``: how long hook callbacks held the event loop (p50, p99, max, count, and the
   worst callback by name). A callback holds the loop from each resumption to its next
   suspension: an ``async`` hook method that awaits a thread holds it only before and after
@@ -32,6 +34,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Generator
 from typing import Any
+
+from _cpu import peak_rss_kb, process_cpu
 
 
 class _Holds:
@@ -160,6 +164,13 @@ def _model(latency: float) -> Any:
     return get_model("mockllm/model", custom_outputs=slow_answer)
 
 
+def _delivery_process() -> int | None:
+    """The pid of the hook's delivery process, if this eval started one."""
+    remote = sys.modules.get("inspect_mlflow._remote")
+    process = getattr(remote, "_process", None)
+    return process.pid if process is not None and not process.gone else None
+
+
 def import_cost(out_path: str) -> int:
     """Peak memory and CPU that importing the hook's MLflow side adds to an Inspect process."""
     import inspect_ai  # noqa: F401
@@ -209,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - began
     status = logs[0].status if logs else "none"
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    delivery = _delivery_process()
     result = {
+        "delivery_cpu": process_cpu(delivery) if delivery else None,
+        "delivery_maxrss_kb": peak_rss_kb(delivery) if delivery else None,
         "wall": wall,
         "status": status,
         "maxrss_kb": usage.ru_maxrss,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from inspect_mlflow._wire import Channel
@@ -122,8 +123,18 @@ class DeliveryProcess:
         self._sessions.clear()
 
 
+def _import_mlflow() -> None:
+    """Import the MLflow side now (seconds), while the eval is still starting."""
+    try:
+        import inspect_mlflow._writer.mlflow_sink  # noqa: F401
+        import inspect_mlflow._writer.traces  # noqa: F401
+    except Exception:  # the session's own import will meet it again and report it
+        pass
+
+
 def main() -> int:
     """Entry point: messages on stdin, replies on stdout, stray prints to stderr."""
+    threading.Thread(target=_import_mlflow, name="inspect-mlflow-import", daemon=True).start()
     incoming = Channel(sys.stdin.buffer)
     outgoing = Channel(sys.stdout.buffer)
     sys.stdout = sys.stderr  # a print anywhere must not corrupt the message stream

@@ -100,6 +100,10 @@ class MlflowTrackingHook(Hooks):
         )
         self._checked = True
         self._fingerprint = fingerprint()
+        if settings.delivery == "process":
+            threading.Thread(
+                target=_prestart_delivery, name="inspect-mlflow-delivery-start", daemon=True
+            ).start()
         return True
 
     def _session_for(self, point: str) -> Any:
@@ -227,6 +231,13 @@ class MlflowTrackingHook(Hooks):
                 await anyio.to_thread.run_sync(session.close, timeout)
                 if self._session is session:
                     self._session = None
+
+
+def _prestart_delivery() -> None:
+    """Start the delivery process while Inspect sets the eval up (it imports MLflow)."""
+    from inspect_mlflow._remote import prestart
+
+    prestart()
 
 
 def _open_local_store(tracking_uri: str) -> None:

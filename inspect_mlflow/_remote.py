@@ -141,6 +141,18 @@ def _shared_process() -> _Process:
         return _process
 
 
+def prestart() -> None:
+    """Start the delivery process now, if it is not running (blocks for the spawn only).
+
+    Called when the hook learns it will log (``enabled()``, before Inspect sets up the
+    tasks): the process imports MLflow while the eval is still starting, on another core.
+    """
+    try:
+        _shared_process()
+    except Exception as err:  # the first session will try again, and say why
+        logger.debug("inspect-mlflow: delivery process not started early: %r", err)
+
+
 def _forget_after_fork() -> None:
     """A forked child must not write into its parent's pipe: it starts its own."""
     global _process, _lock

@@ -57,9 +57,11 @@ def test_quick_benchmark_reports_every_figure(mlflow_server: MlflowServer) -> No
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    header = next(line for line in lines if line.startswith("| samples"))
+    headers = [i for i, line in enumerate(lines) if line.startswith("| samples")]
+    assert len(headers) == 2, "the overhead table and the CPU table"
+    header, row = lines[headers[0]], lines[headers[0] + 2]
     assert tuple(cell.strip() for cell in header.strip("|").split("|")) == COLUMNS
-    [row] = [line for line in lines if re.match(r"\| 50 \|", line)]
+    assert re.match(r"\| 50 \|", row)
     figures = dict(zip(COLUMNS, (float(c) for c in row.strip("|").split("|")), strict=True))
     assert figures["latency ms"] == 0
     assert figures["eval s off"] > 0 and figures["eval s on"] > 0
@@ -68,6 +70,15 @@ def test_quick_benchmark_reports_every_figure(mlflow_server: MlflowServer) -> No
     assert figures["trace requests"] >= 50  # MLflow's start_trace: one per sample
     assert figures["peak MB off"] > 0 and figures["peak MB on"] > 0
     assert 0 <= figures["hold p50 ms"] <= figures["hold p99 ms"] <= figures["hold max ms"]
+    # Where the CPU went: the eval's process and the delivery process (a server started
+    # elsewhere has no CPU reading here: those cells stay empty).
+    cpu_header, cpu_row = lines[headers[1]], lines[headers[1] + 2]
+    names = [cell.strip() for cell in cpu_header.strip("|").split("|")]
+    cpu = dict(zip(names, (c.strip() for c in cpu_row.strip("|").split("|")), strict=True))
+    assert float(cpu["eval process CPU s on"]) > 0
+    assert float(cpu["delivery process CPU s"]) > 0
+    assert float(cpu["delivery peak MB"]) > 0
+    assert cpu["server CPU s on"] == ""
     # The per-endpoint breakdown names the requests it counted.
     assert any("/api/2.0/mlflow/runs/log-batch" in line for line in lines)
     assert any("/v1/traces" in line for line in lines)

@@ -171,3 +171,25 @@ def test_a_down_server_is_spooled_by_the_delivery_process_and_said_here(
     assert len(opened) == 2, "the eval run and the task run, kept for replay"
     said = [m for m in logs.messages(logging.WARNING) if "inspect-mlflow replay" in m]
     assert len(said) == 1 and f"{len(spool.ops)} write operation(s)" in said[0]
+
+
+def test_the_delivery_process_starts_when_the_hook_is_enabled_before_any_point(
+    sqlite_store: Any, fresh_delivery: None
+) -> None:
+    import time
+
+    from e2e_support import env
+
+    from inspect_mlflow._hook import MlflowTrackingHook
+
+    hook = MlflowTrackingHook()
+    with env(MLFLOW_TRACKING_URI=sqlite_store.tracking_uri, INSPECT_MLFLOW_DELIVERY=None):
+        assert hook.enabled()
+    deadline = time.monotonic() + 30
+    while _remote._process is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process = _remote._process
+    assert process is not None and not process.gone
+    assert hook._session is None, "no session before the first lifecycle point"
+    assert process._popen.poll() is None, "running, waiting for its first session"
+    assert "inspect_mlflow._delivery" in process._popen.args
