@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -134,6 +135,8 @@ def _import_mlflow() -> None:
 
 def main() -> int:
     """Entry point: messages on stdin, replies on stdout, stray prints to stderr."""
+    # Interrupts are the eval's to handle; this process ends when its stdin closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_import_mlflow, name="inspect-mlflow-import", daemon=True).start()
     incoming = Channel(sys.stdin.buffer)
     outgoing = Channel(sys.stdout.buffer)

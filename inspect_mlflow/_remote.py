@@ -64,6 +64,9 @@ class _Process:
             stderr=None,  # its tracebacks, if any, show where ours would
             cwd=os.getcwd(),
             env=os.environ.copy(),
+            # Its own session: a Ctrl-C at the terminal interrupts the eval, whose hook
+            # then closes the runs as KILLED; the delivery process must live to send that.
+            start_new_session=True,
         )
         assert self._popen.stdin is not None and self._popen.stdout is not None
         self._out = Channel(self._popen.stdin)

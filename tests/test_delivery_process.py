@@ -193,3 +193,24 @@ def test_the_delivery_process_starts_when_the_hook_is_enabled_before_any_point(
     assert hook._session is None, "no session before the first lifecycle point"
     assert process._popen.poll() is None, "running, waiting for its first session"
     assert "inspect_mlflow._delivery" in process._popen.args
+
+
+def test_a_ctrl_c_at_the_terminal_does_not_reach_the_delivery_process(
+    sqlite_store: Any, fresh_delivery: None
+) -> None:
+    import time
+
+    logs = run_logged(
+        demo_task(2, name="alive"),
+        sqlite_store.tracking_uri,
+        new_experiment_name("alive"),
+        extra_env={"INSPECT_MLFLOW_DELIVERY": None},
+    )
+    assert logs[0].status == "success"
+    process = _remote._process
+    assert process is not None and not process.gone
+    # A terminal sends SIGINT to its foreground process group: not the delivery's.
+    assert os.getpgid(process.pid) != os.getpgid(0)
+    os.kill(process.pid, signal.SIGINT)  # and sent to it directly, it is ignored
+    time.sleep(1.0)
+    assert process._popen.poll() is None and not process.gone

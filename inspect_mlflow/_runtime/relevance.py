@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from jmespath.visitor import TreeInterpreter
+
+from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import CompiledMapping, Expr
 from inspect_mlflow._runtime.engine import _COMPUTED as ENGINE_NAMES
 from inspect_mlflow._runtime.engine import _is_false
@@ -55,6 +58,9 @@ class PointFilter:
             self._conditions[point] = None if point in always else tuple(conditions)
         for point in always:
             self._conditions[point] = None
+        # One interpreter for every search: ``ParsedResult.search`` builds a new one per
+        # call, which costs as much as the evaluation at ``sample_event``.
+        self._interpreter = TreeInterpreter(OPTIONS)
 
     def matters(self, point: str, ctx: Mapping[str, Any]) -> bool:
         """True unless every rule of ``point`` is certain not to apply to ``ctx``."""
@@ -63,7 +69,10 @@ class PointFilter:
             return True
         for condition in conditions:
             try:
-                value = condition.search(ctx)
+                if condition.options is OPTIONS:
+                    value = self._interpreter.visit(condition.parsed.parsed, ctx)
+                else:
+                    value = condition.search(ctx)
             except Exception:
                 return True
             if not _is_false(value):
