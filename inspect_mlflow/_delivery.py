@@ -116,8 +116,13 @@ class DeliveryProcess:
         self._reply(seq, None)
 
     def _finish_all(self) -> None:
-        """The eval's process is gone: deliver or spool what every open session holds."""
+        """The eval's process is gone: close its runs as FAILED, deliver or spool the rest.
+
+        A session still here was never closed: its process ended (or was killed) before
+        the run end, so its runs would otherwise show RUNNING for ever.
+        """
         for session in self._sessions.values():
+            session.close_open_runs("FAILED")
             timeout = session.settings.flush_timeout
             session.finish(timeout)
             session.close(timeout)

@@ -214,11 +214,36 @@ class Session(AutologOwner):
     def _apply(self, point: str, ctx: Mapping[str, Any]) -> None:
         with self._lock:
             ops: list[Operation] = self.engine.handle(point, ctx)
+        self._emit(ops)
+
+    def _emit(self, ops: list[Operation]) -> None:
         if ops:
             if self.scrubber:
                 ops = self.scrubber.ops(ops)
             self.undelivered.track(ops)
             self.writer.emit(ops)
+
+    def close_open_runs(self, status: str) -> None:
+        """Queue the closing of every run still open, after the points queued before it.
+
+        For an eval whose process ended without its run end (killed, crashed): its runs
+        end with ``status`` instead of staying RUNNING forever.
+        """
+        self._worker.call(self._close_open_runs, status)
+
+    def _close_open_runs(self, status: str) -> None:
+        if self._connect_error is not None:
+            return
+        with self._lock:
+            ops = self.engine.close_all(status=status)
+        if ops:
+            logger.warning(
+                "inspect-mlflow: the eval's process ended before its runs did; "
+                "%d run(s) closed as %s",
+                len(ops),
+                status,
+            )
+        self._emit(ops)
 
     def has_open_runs(self) -> bool:
         """True while any run of this session is still open."""

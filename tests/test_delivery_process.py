@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import new_experiment_name, run_logged, runs_by_name
+from e2e_support import download_json, new_experiment_name, run_logged, runs_by_name
 from inspect_ai import Task
 from inspect_ai.scorer import includes, match
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
@@ -214,3 +214,65 @@ def test_a_ctrl_c_at_the_terminal_does_not_reach_the_delivery_process(
     os.kill(process.pid, signal.SIGINT)  # and sent to it directly, it is ignored
     time.sleep(1.0)
     assert process._popen.poll() is None and not process.gone
+
+
+_EVAL_KILLED_AT_SAMPLE_4 = r"""
+import asyncio, os, signal, sys
+from inspect_ai import Task, eval
+from inspect_ai.scorer import includes, match
+from inspect_ai.solver import generate, solver, use_tools
+from inspect_mlflow._demo import add_tool, demo_model, demo_task
+
+@solver
+def die_at_4():
+    async def solve(state, generate):
+        if state.sample_id == 4:
+            await asyncio.sleep(0.5)  # the hook's feeder sends what samples 1-3 left
+            os.kill(os.getpid(), signal.SIGKILL)
+        return state
+    return solve
+
+demo = demo_task(6, name="vanished")
+task = Task(name="vanished", dataset=demo.dataset,
+            solver=[die_at_4(), use_tools(add_tool()), generate()], scorer=[match(), includes()])
+eval(task, model=demo_model(), log_dir=sys.argv[1], display="none", max_samples=1)
+"""
+
+
+def test_an_eval_process_killed_mid_run_gets_its_runs_closed_as_failed(
+    sqlite_store: Any, tmp_path: Path
+) -> None:
+    import time
+
+    from mlflow import MlflowClient
+
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": sqlite_store.tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": sqlite_store.experiment_name,
+        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
+    }
+    for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", _EVAL_KILLED_AT_SAMPLE_4, str(tmp_path / "logs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+    client = MlflowClient(sqlite_store.tracking_uri)
+    deadline = time.monotonic() + 90
+    runs: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        runs = runs_by_name(client, sqlite_store.experiment_name)
+        if runs and all(run.info.status != "RUNNING" for run in runs.values()):
+            break
+        time.sleep(0.5)
+    task_run = runs["vanished"]
+    assert {run.info.status for run in runs.values()} == {"FAILED"}, "no run left RUNNING"
+    # the samples that ended before the kill were delivered, with their table rows
+    assert task_run.data.metrics["sample/total_time"] >= 0
+    samples = download_json(client, task_run.info.run_id, "inspect/samples.json")
+    assert len(samples["data"]) == 3
