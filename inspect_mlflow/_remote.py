@@ -248,9 +248,20 @@ class RemoteSession(AutologOwner):
             )
 
     def handle(self, point: str, data: Any, **ids: Any) -> None:
-        """Queue one lifecycle point; returns at once (the feeder serialises it)."""
-        if point in self.points:
-            self._feeder.submit(point, data, ids)
+        """Queue one lifecycle point; returns at once (the feeder serialises it).
+
+        A point the mapping cannot use is dropped here, on the event loop: deciding
+        takes microseconds (a few conditions on lazy views), less than waking the feeder
+        thread, which would take the GIL from the eval for each of a sample's dozens of
+        events.
+        """
+        if point not in self.points:
+            return
+        if self._filter.decides(point):
+            ctx = context(point, data, **ids)
+            if not self._filter.matters(point, ctx):
+                return
+        self._feeder.submit(point, data, ids)
 
     def _send(self, point: str, data: Any, ids: dict[str, Any]) -> None:
         if self._local is not None:
@@ -260,8 +271,6 @@ class RemoteSession(AutologOwner):
             self.errors += 1
             return
         ctx = context(point, data, **ids)
-        if not self._filter.matters(point, ctx):
-            return
         try:
             self._process.send(("point", self._sid, point, to_json(ctx)))
         except Exception as err:

@@ -90,3 +90,11 @@ def test_point_without_rules_is_not_sent() -> None:
     )
     assert not filt.matters("sample_event", {"event": {}})
     assert filt.matters("sample_end", {})
+
+
+def test_only_points_with_conditions_are_decided_in_the_eval_process() -> None:
+    filt = PointFilter(load_mapping())
+    assert filt.decides("sample_event")
+    # points that open or close runs, or have unconditional rules, always go
+    assert not filt.decides("sample_end")
+    assert not filt.decides("task_start")

@@ -62,6 +62,10 @@ class PointFilter:
         # call, which costs as much as the evaluation at ``sample_event``.
         self._interpreter = TreeInterpreter(OPTIONS)
 
+    def decides(self, point: str) -> bool:
+        """True when :meth:`matters` can ever be False for ``point`` (it has conditions)."""
+        return self._conditions.get(point) is not None
+
     def matters(self, point: str, ctx: Mapping[str, Any]) -> bool:
         """True unless every rule of ``point`` is certain not to apply to ``ctx``."""
         conditions = self._conditions.get(point, ())
