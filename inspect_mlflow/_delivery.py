@@ -48,6 +48,7 @@ class DeliveryProcess:
         self._in = incoming
         self._out = outgoing
         self._sessions: dict[int, Any] = {}
+        self._said_resume = False
         self._handler = _Forward(outgoing)
         logging.getLogger().addHandler(self._handler)
 
@@ -92,14 +93,35 @@ class DeliveryProcess:
         if session is not None:
             session.handle_document(point, document)
 
-    def _on_prepare(self, seq: int, sid: int, point: str, document: Any) -> None:
+    def _on_prepare(self, sid: int, point: str, document: Any) -> None:
+        """Read the saved state of runs ``point`` continues, before the point itself.
+
+        Bounded by the flush timeout (a server that does not answer must not hold the
+        points behind it); on failure the run still continues, its counters from zero.
+        """
         session = self._sessions.get(sid)
-        try:
-            if session is not None:
+        if session is None:
+            return
+        failed: list[BaseException] = []
+
+        def read() -> None:
+            try:
                 session.prepare_document(point, document)
-            self._reply(seq, None)
-        except Exception as err:
-            self._reply(seq, err)
+            except Exception as err:
+                failed.append(err)
+
+        reader = threading.Thread(target=read, name="inspect-mlflow-resume", daemon=True)
+        reader.start()
+        reader.join(session.settings.flush_timeout)
+        if (failed or reader.is_alive()) and not self._said_resume:
+            self._said_resume = True
+            why = repr(failed[0]) if failed else "no answer in time"
+            logging.getLogger("inspect_mlflow._hook").warning(
+                "inspect-mlflow: could not read the state of a run to continue at %s "
+                "(its counters restart at zero): %s",
+                point,
+                why,
+            )
 
     def _on_finish(self, seq: int, sid: int, timeout: float) -> None:
         session = self._sessions.get(sid)

@@ -298,18 +298,26 @@ class RemoteSession(AutologOwner):
         return answer.get("value")
 
     def prepare(self, point: str, data: Any, **ids: Any) -> None:
-        """Let the delivery process read the saved state of runs this point continues."""
-        if point not in self.resume_points:
-            return
-        self._feeder.drain(START_TIMEOUT)  # opened here or there
+        """Have the delivery process read the saved state of runs this point continues.
+
+        Returns at once: the request goes down the pipe ahead of the point itself, and
+        the delivery process reads the state (bounded by the flush timeout) before it
+        evaluates the point. The eval's start does not wait for the network.
+        """
+        if point in self.resume_points:
+            self._feeder.call(self._send_prepare, point, data, ids)
+
+    def _send_prepare(self, point: str, data: Any, ids: dict[str, Any]) -> None:
         if self._local is not None:
             self._local.prepare(point, data, **ids)
             return
+        if self._process is None:
+            return
         document = to_json(context(point, data, **ids))
-        timeout = self.settings.flush_timeout
-        error = self._request("prepare", self._sid, point, document, timeout=timeout)
-        if isinstance(error, BaseException):
-            raise error
+        try:
+            self._process.send(("prepare", self._sid, point, document))
+        except Exception as err:
+            self._lost(err)
 
     def finish(self, timeout: float) -> bool:
         """Deliver everything within ``timeout`` seconds (spool the rest); True if delivered."""

@@ -5,7 +5,7 @@ pickle is safe here and costs less than any text format. Each message is a tuple
 first item names it:
 
 eval -> delivery: ``("open", seq, sid, settings, environ, cwd, log_level)``,
-``("point", sid, point, document)``, ``("prepare", seq, sid, point, document)``,
+``("point", sid, point, document)``, ``("prepare", sid, point, document)``,
 ``("finish", seq, sid, timeout)``, ``("close", seq, sid, timeout)``;
 delivery -> eval: ``("log", level, logger_name, text)``, ``("reply", seq, value)``.
 """

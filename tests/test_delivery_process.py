@@ -103,13 +103,27 @@ def test_a_delivery_process_that_cannot_start_falls_back_to_this_process(
     assert task_run.data.metrics["total_samples"] == 4
 
 
+def _hook_session() -> Any:
+    from inspect_ai.hooks._hooks import get_all_hooks
+
+    from inspect_mlflow._hook import MlflowTrackingHook
+
+    hook = next(h for h in get_all_hooks() if isinstance(h, MlflowTrackingHook))
+    return hook._session
+
+
 def _killer(at_sample: int) -> Any:
     @solver
     def kill_delivery() -> Any:
         async def solve(state: TaskState, generate: Generate) -> TaskState:
             if state.sample_id == at_sample:
-                process = _remote._process
-                assert process is not None
+                session = _hook_session()
+                for _ in range(600):  # the session is open there once it has a process
+                    if session._process is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                process = session._process
+                assert process is not None, "the delivery process never opened the session"
                 os.kill(process.pid, signal.SIGKILL)
                 await asyncio.sleep(0.5)
             return state
@@ -276,3 +290,48 @@ def test_an_eval_process_killed_mid_run_gets_its_runs_closed_as_failed(
     assert task_run.data.metrics["sample/total_time"] >= 0
     samples = download_json(client, task_run.info.run_id, "inspect/samples.json")
     assert len(samples["data"]) == 3
+
+
+class _SlowOrFailingSession:
+    """Stands in for a Session whose run-state read hangs or fails (a unit test's fake)."""
+
+    def __init__(self, behaviour: str) -> None:
+        from types import SimpleNamespace
+
+        self.settings = SimpleNamespace(flush_timeout=0.5)
+        self.behaviour = behaviour
+
+    def prepare_document(self, point: str, document: Any) -> None:
+        import time
+
+        if self.behaviour == "hang":
+            time.sleep(5)
+        else:
+            raise ConnectionError("server down")
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "fail"])
+def test_a_run_state_read_that_hangs_or_fails_is_bounded_and_said_once(
+    behaviour: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import io
+    import time
+
+    from inspect_mlflow._delivery import DeliveryProcess
+    from inspect_mlflow._wire import Channel
+
+    delivery = DeliveryProcess(Channel(io.BytesIO()), Channel(io.BytesIO()))
+    try:
+        delivery._sessions[1] = _SlowOrFailingSession(behaviour)
+        with caplog.at_level(logging.WARNING, logger="inspect_mlflow"):
+            began = time.monotonic()
+            delivery._on_prepare(1, "task_start", {})
+            delivery._on_prepare(1, "task_start", {})
+            elapsed = time.monotonic() - began
+    finally:
+        logging.getLogger().removeHandler(delivery._handler)
+    assert elapsed < 3.0, "each read waits at most the flush timeout"
+    said = [r for r in caplog.records if "could not read the state" in r.getMessage()]
+    assert len(said) == 1
+    expected = "no answer in time" if behaviour == "hang" else "server down"
+    assert expected in said[0].getMessage()
