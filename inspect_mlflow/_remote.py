@@ -109,6 +109,11 @@ class _Process:
 
     def _why(self) -> str:
         code = self._popen.poll()
+        if code is None and self.gone:  # its pipe closed first; the exit follows at once
+            try:
+                code = self._popen.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                code = None
         return "the delivery process " + (
             f"exited with code {code}" if code is not None else "stopped answering"
         )

@@ -37,26 +37,31 @@ print("mlflow imported:", "mlflow" in sys.modules)
 """
 
 
-def test_the_eval_process_never_imports_mlflow_and_everything_lands(
-    sqlite_store: Any, tmp_path: Path
-) -> None:
-    from mlflow import MlflowClient
-
+def _eval_script(script: str, store: Any, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (an eval) in a fresh process logging to ``store``, default delivery."""
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": sqlite_store.tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": sqlite_store.experiment_name,
+        "MLFLOW_TRACKING_URI": store.tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": store.experiment_name,
         "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
     }
     for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
         env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", _EVAL_IN_A_FRESH_PROCESS, str(tmp_path / "logs")],
+    return subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "logs")],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_the_eval_process_never_imports_mlflow_and_everything_lands(
+    sqlite_store: Any, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    done = _eval_script(_EVAL_IN_A_FRESH_PROCESS, sqlite_store, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "status: success" in done.stdout
     assert "mlflow imported: False" in done.stdout
@@ -260,21 +265,7 @@ def test_an_eval_process_killed_mid_run_gets_its_runs_closed_as_failed(
 
     from mlflow import MlflowClient
 
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": sqlite_store.tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": sqlite_store.experiment_name,
-        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
-    }
-    for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", _EVAL_KILLED_AT_SAMPLE_4, str(tmp_path / "logs")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _eval_script(_EVAL_KILLED_AT_SAMPLE_4, sqlite_store, tmp_path)
     assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
     client = MlflowClient(sqlite_store.tracking_uri)
     deadline = time.monotonic() + 90
