@@ -37,8 +37,8 @@ print("mlflow imported:", "mlflow" in sys.modules)
 """
 
 
-def _eval_script(script: str, store: Any, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` (an eval) in a fresh process logging to ``store``, default delivery."""
+def _store_env(store: Any) -> dict[str, str]:
+    """This process's environment, logging to ``store`` with the default delivery."""
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": store.tracking_uri,
@@ -47,9 +47,14 @@ def _eval_script(script: str, store: Any, tmp_path: Path) -> subprocess.Complete
     }
     for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
         env.pop(name, None)
+    return env
+
+
+def _eval_script(script: str, store: Any, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (an eval) in a fresh process logging to ``store``."""
     return subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "logs")],
-        env=env,
+        env=_store_env(store),
         capture_output=True,
         text=True,
         timeout=300,
@@ -326,3 +331,45 @@ def test_a_run_state_read_that_hangs_or_fails_is_bounded_and_said_once(
     assert len(said) == 1
     expected = "no answer in time" if behaviour == "hang" else "server down"
     assert expected in said[0].getMessage()
+
+
+_TASK_FILE = """
+from inspect_ai import Task, task
+
+from inspect_mlflow._demo import demo_model, demo_task
+
+
+@task
+def cli_demo():
+    demo = demo_task(5)
+    return Task(dataset=demo.dataset, solver=demo.solver, scorer=demo.scorer, model=demo_model())
+"""
+
+
+def test_inspect_eval_on_the_command_line_logs_everything_and_exits(
+    sqlite_store: Any, tmp_path: Path
+) -> None:
+    """The way most users run it: `inspect eval`, a process that exits when it is done."""
+    from mlflow import MlflowClient
+
+    (tmp_path / "cli_task.py").write_text(_TASK_FILE)
+    command = [sys.executable, "-m", "inspect_ai", "eval", "cli_task.py"]
+    command += ["--log-dir", str(tmp_path / "logs"), "--display", "plain"]
+    done = subprocess.run(
+        command,
+        env=_store_env(sqlite_store),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(sqlite_store.tracking_uri)
+    runs = runs_by_name(client, sqlite_store.experiment_name)
+    task_run = runs["cli_demo"]
+    assert {run.info.status for run in runs.values()} == {"FINISHED"}
+    assert task_run.data.metrics["total_samples"] == 5
+    traces = client.search_traces(
+        locations=[task_run.info.experiment_id], run_id=task_run.info.run_id
+    )
+    assert len(traces) == 5
