@@ -9,7 +9,8 @@ process (:mod:`inspect_mlflow._delivery`), which evaluates the mapping and write
 
 In this process a point costs a queue append on the event loop and, on the feeder
 thread, the payload's JSON form (pydantic's serializer) and a pickle write to a pipe.
-Points the mapping cannot use are not sent (see :mod:`inspect_mlflow._runtime.relevance`).
+Sample events the mapping cannot use are dropped in the callback, before the queue (see
+:mod:`inspect_mlflow._runtime.relevance`).
 
 The delivery process is started on first use and kept for the next runs; it finishes
 its sessions (delivers or spools) when this process ends. When it cannot be started,
@@ -245,11 +246,11 @@ class RemoteSession(AutologOwner):
         self._process = None
         if not self._said_gone:
             self._said_gone = True
+            why = err if isinstance(err, DeliveryUnavailable) else f"sending failed: {err!r}"
             logger.warning(
-                "inspect-mlflow: %s; what this run logs from now on is lost (%r). Set "
+                "inspect-mlflow: %s; what this run logs from now on is lost. Set "
                 "INSPECT_MLFLOW_DELIVERY=thread to deliver from the eval's process.",
-                err if isinstance(err, DeliveryUnavailable) else "the delivery process failed",
-                err,
+                why,
             )
 
     def handle(self, point: str, data: Any, **ids: Any) -> None:
