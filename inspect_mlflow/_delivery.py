@@ -115,13 +115,9 @@ class DeliveryProcess:
         reader.join(session.settings.flush_timeout)
         if (failed or reader.is_alive()) and not self._said_resume:
             self._said_resume = True
-            why = repr(failed[0]) if failed else "no answer in time"
-            logging.getLogger("inspect_mlflow._hook").warning(
-                "inspect-mlflow: could not read the state of a run to continue at %s "
-                "(its counters restart at zero): %s",
-                point,
-                why,
-            )
+            from inspect_mlflow._session import say_resume_failed
+
+            say_resume_failed(point, repr(failed[0]) if failed else "no answer in time")
 
     def _on_finish(self, seq: int, sid: int, timeout: float) -> None:
         session = self._sessions.get(sid)

@@ -95,9 +95,7 @@ class MlflowTrackingHook(Hooks):
             ) from None
         self._settings = settings
         self._points = self._mapping.points()
-        self._resume_points = frozenset(
-            spec.open for spec in self._mapping.runs.values() if spec.resume is not None
-        )
+        self._resume_points = self._mapping.resume_points()
         self._checked = True
         self._fingerprint = fingerprint()
         if settings.delivery == "process":
@@ -158,12 +156,9 @@ class MlflowTrackingHook(Hooks):
         except Exception as err:
             if not self._said_resume:
                 self._said_resume = True
-                logger.warning(
-                    "inspect-mlflow: could not read the state of a run to continue at %s "
-                    "(its counters restart at zero): %r",
-                    point,
-                    err,
-                )
+                from inspect_mlflow._session import say_resume_failed
+
+                say_resume_failed(point, repr(err))
 
     async def on_run_start(self, data: Any) -> None:
         """Open the eval-level run and switch provider autolog on."""

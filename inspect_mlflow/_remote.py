@@ -182,9 +182,7 @@ class RemoteSession(AutologOwner):
         super().__init__(settings)
         self.mapping = mapping
         self.points = mapping.points()
-        self.resume_points = frozenset(
-            spec.open for spec in mapping.runs.values() if spec.resume is not None
-        )
+        self.resume_points = mapping.resume_points()
         self.errors = 0
         self._sid = next(_session_ids)
         self._filter = PointFilter(mapping)
@@ -263,20 +261,24 @@ class RemoteSession(AutologOwner):
         """
         if point not in self.points:
             return
+        ctx = None
         if self._filter.decides(point):
             ctx = context(point, data, **ids)
             if not self._filter.matters(point, ctx):
                 return
-        self._feeder.submit(point, data, ids)
+        # The context built for the decision goes along (its views keep what they read);
+        # the loop never touches it again.
+        self._feeder.submit(point, data, ids, ctx)
 
-    def _send(self, point: str, data: Any, ids: dict[str, Any]) -> None:
+    def _send(self, point: str, data: Any, ids: dict[str, Any], ctx: dict[str, Any] | None) -> None:
         if self._local is not None:
             self._local.handle(point, data, **ids)
             return
         if self._process is None:
             self.errors += 1
             return
-        ctx = context(point, data, **ids)
+        if ctx is None:
+            ctx = context(point, data, **ids)
         try:
             self._process.send(("point", self._sid, point, to_json(ctx)))
         except Exception as err:

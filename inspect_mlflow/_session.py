@@ -40,6 +40,16 @@ upload for its traces), so requests grow with the eval's duration, not with its 
 the run end does not wait for it (a flush wakes the writer at once)."""
 
 
+def say_resume_failed(point: str, why: str) -> None:
+    """The state of a run to continue could not be read: it continues, counting from zero."""
+    logger.warning(
+        "inspect-mlflow: could not read the state of a run to continue at %s "
+        "(its counters restart at zero): %s",
+        point,
+        why,
+    )
+
+
 class AutologOwner:
     """Provider autolog for one session: always in the eval's process (it patches SDKs there)."""
 

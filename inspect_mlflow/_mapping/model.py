@@ -240,6 +240,10 @@ class CompiledMapping:
     files: tuple[str, ...]
     """The files it was built from, base first."""
 
+    def resume_points(self) -> frozenset[str]:
+        """Points that may open a resumable run (its saved state may need reading first)."""
+        return frozenset(spec.open for spec in self.runs.values() if spec.resume is not None)
+
     def points(self) -> frozenset[str]:
         """Every lifecycle point that opens or closes a run or has a rule."""
         found = set(self.rules)

@@ -292,9 +292,7 @@ class Engine:
         """Closed resumable runs of this process, by key: their state, should they continue."""
         self._saved: dict[str, Mapping[str, Any]] = {}
         """State of resumable runs closed in an earlier process (see :meth:`restore`)."""
-        self.resume_points: frozenset[str] = frozenset(
-            spec.open for spec in mapping.runs.values() if spec.resume is not None
-        )
+        self.resume_points: frozenset[str] = mapping.resume_points()
         """Points that may open a resumable run (their state may need :meth:`restore`)."""
         self._safe_cache: dict[str, str] = {}
         self._epoch_ns = _epoch_ns_function()
