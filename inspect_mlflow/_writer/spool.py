@@ -436,16 +436,23 @@ def remove_spool(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[bool]:
-    """Hold the spool file's lock for the block; yields False when a writer still holds it."""
+def _file_lock(path: Path, flags: int, what: str) -> Iterator[bool]:
+    """Open ``path`` and hold its lock for the block; yields False when someone else holds it."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
     except OSError as error:
-        raise SpoolError(f"cannot open spool file {path}: {error}") from error
+        raise SpoolError(f"cannot open {what}{path}: {error}") from error
     try:
         yield lock_file(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[bool]:
+    """Hold the spool file's lock for the block; yields False when a writer still holds it."""
+    with _file_lock(path, os.O_RDONLY, "spool file ") as held:
+        yield held
 
 
 @contextlib.contextmanager
@@ -455,13 +462,6 @@ def replay_lock(directory: Path) -> Iterator[bool]:
     A lock file of its own (``.replay.lock``), since a replay rewrites spool files by
     ``os.replace`` and a lock on a replaced file would no longer exclude anyone.
     """
-    directory = Path(directory).expanduser()
-    path = directory / ".replay.lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    except OSError as error:
-        raise SpoolError(f"cannot open {path}: {error}") from error
-    try:
-        yield lock_file(fd)
-    finally:
-        os.close(fd)
+    path = Path(directory).expanduser() / ".replay.lock"
+    with _file_lock(path, os.O_RDWR | os.O_CREAT, "") as held:
+        yield held
