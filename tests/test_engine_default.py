@@ -57,9 +57,14 @@ class Replay:
 
 
 def replay(
-    rec: Recording, mapping: Any = None, points: Iterator[tuple[str, Any]] | None = None
+    rec: Recording,
+    mapping: Any = None,
+    points: Iterator[tuple[str, Any]] | None = None,
+    evaluator: Any = None,
 ) -> Replay:
     engine = Engine(mapping or load_mapping(), clock=lambda: NOW)
+    if evaluator is not None:
+        engine._evaluator = evaluator
     ops: list[Any] = []
     for point, data in points if points is not None else rec.sequence:
         ops.extend(engine.handle(point, context(point, data)))

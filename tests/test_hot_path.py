@@ -19,19 +19,12 @@ from inspect_ai.model import ModelOutput, ModelUsage
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import Expr, Where
-from inspect_mlflow._runtime.engine import Engine, _field_path
+from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.views import _MISSING, convert
 
 
 def expr(text: str) -> Expr:
     return Expr(text, jmespath.compile(text), Where("test.yaml", "$"), OPTIONS)
-
-
-def test_only_chains_of_fields_are_plain_paths() -> None:
-    assert _field_path(jmespath.compile('a.b."c/d"').parsed) == ("a", "b", "c/d")
-    assert _field_path(jmespath.compile("a").parsed) == ("a",)
-    for text in ("a[0]", "a.b || c", "a[].b", "length(a)", "a.*", "@", "`1`", "a.b[?c]"):
-        assert _field_path(jmespath.compile(text).parsed) == (), text
 
 
 def _output() -> Any:
@@ -67,7 +60,6 @@ def test_plain_paths_read_what_jmespath_reads(doc: dict[str, Any]) -> None:
         compiled = expr(text)
         fast = engine._search(compiled, doc)
         assert fast is not _MISSING
-        assert engine._paths[id(compiled)], text  # the shortcut was taken
         assert fast == compiled.search(doc), text
 
 

@@ -24,8 +24,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jmespath.visitor import TreeInterpreter
-
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import (
     RUN_STATUSES,
@@ -42,6 +40,7 @@ from inspect_mlflow._mapping.model import (
     TraceSpec,
     Where,
 )
+from inspect_mlflow._runtime.expr_compiler import Evaluator, is_false
 from inspect_mlflow._runtime.keys import MAX_KEY_LENGTH, safe_key, to_text, truncate_text
 from inspect_mlflow._runtime.operations import (
     RUN_STATE_PATH,
@@ -226,15 +225,6 @@ def _index(count: int) -> int | None:
     return count - 1 if count > 0 else None
 
 
-def _is_false(value: Any) -> bool:
-    """JMESPath falsiness: false, null, "", [], {} (0 is true)."""
-    if value is None or value is False:
-        return True
-    if isinstance(value, (str, list, dict)):
-        return len(value) == 0
-    return False
-
-
 def _text(value: Any) -> str | None:
     """An expression result as text (JSON text for non-strings); null stays None."""
     if value is None:
@@ -296,10 +286,7 @@ class Engine:
         """Points that may open a resumable run (their state may need :meth:`restore`)."""
         self._safe_cache: dict[str, str] = {}
         self._epoch_ns = _epoch_ns_function()
-        self._options = OPTIONS
-        self._interpreter = TreeInterpreter(OPTIONS)
-        self._paths: dict[int, tuple[str, ...]] = {}
-        """id(expr) -> its field names when it is a plain path (``a.b.c``), else ``()``."""
+        self._evaluator = Evaluator(OPTIONS)
 
         depth = {kind: self._depth(kind) for kind in mapping.runs}
         by_depth = sorted(mapping.runs.values(), key=lambda spec: depth[spec.kind])
@@ -495,7 +482,7 @@ class Engine:
         if spec.resume is None:
             return False
         value = self._search(spec.resume, ctx)
-        return value is not _MISSING and not _is_false(value)
+        return value is not _MISSING and not is_false(value)
 
     def _carry_over(self, run: _Run) -> None:
         """Continue the counts of a run closed earlier in this process or an earlier one."""
@@ -590,7 +577,7 @@ class Engine:
         doc = _Doc(ctx, self, run, {})
         if rule.when is not None:
             cond = self._search(rule.when, doc)
-            if cond is _MISSING or _is_false(cond):
+            if cond is _MISSING or is_false(cond):
                 return
         if rule.unique is not None:
             token = self._search(rule.unique, doc)
@@ -884,31 +871,9 @@ class Engine:
             self.problems.add("expression_error", where, f"unexpected error: {err!r}")
 
     def _search(self, expr: Expr, doc: Any) -> Any:
-        """Evaluate; on error count it against the expression and return ``_MISSING``.
-
-        Expressions compiled with the mapping's functions run on one shared interpreter:
-        ``ParsedResult.search`` builds a new one per call, whose empty dispatch cache
-        cost as much as the evaluation itself at ``sample_event``.
-        """
+        """Evaluate (compiled to closures once); on error count it and return ``_MISSING``."""
         try:
-            if expr.options is self._options:
-                ast = getattr(expr.parsed, "parsed", None)
-                if ast is not None:
-                    path = self._paths.get(id(expr))
-                    if path is None:
-                        path = self._paths[id(expr)] = _field_path(ast)
-                    if path:
-                        # A plain path (most row, span and metric values): the same
-                        # lookups the interpreter makes, without its per-node dispatch.
-                        value = doc
-                        for name in path:
-                            try:
-                                value = value.get(name)
-                            except AttributeError:  # not an object: null, as in JMESPath
-                                return None
-                        return value
-                    return self._interpreter.visit(ast, doc)
-            return expr.search(doc)
+            return self._evaluator.search(expr, doc)
         except Exception as err:
             self.problems.add("expression_error", expr.where, f"{expr.text}: {err}")
             return _MISSING
@@ -1013,22 +978,6 @@ class _Outputs:
         for path, content in self.artifacts:
             ops.append(LogArtifact(run, path, content))
         ops.extend(self.traces)
-
-
-def _field_path(node: Mapping[str, Any]) -> tuple[str, ...]:
-    """The field names of a JMESPath AST made only of fields (``a.b."c/d"``), else ``()``."""
-    kind = node.get("type")
-    if kind == "field":
-        return (node["value"],)
-    if kind == "subexpression":
-        names: list[str] = []
-        for child in node.get("children", ()):
-            part = _field_path(child)
-            if not part:
-                return ()
-            names.extend(part)
-        return tuple(names)
-    return ()
 
 
 def _placeholder_text(value: Any) -> str:

@@ -18,12 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jmespath.visitor import TreeInterpreter
-
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import CompiledMapping, Expr
 from inspect_mlflow._runtime.engine import _COMPUTED as ENGINE_NAMES
-from inspect_mlflow._runtime.engine import _is_false
+from inspect_mlflow._runtime.expr_compiler import Evaluator, is_false
 
 
 def _names(node: Any) -> Iterator[str]:
@@ -58,9 +56,8 @@ class PointFilter:
             self._conditions[point] = None if point in always else tuple(conditions)
         for point in always:
             self._conditions[point] = None
-        # One interpreter for every search: ``ParsedResult.search`` builds a new one per
-        # call, which costs as much as the evaluation at ``sample_event``.
-        self._interpreter = TreeInterpreter(OPTIONS)
+        # Compiled once to closures: this runs on Inspect's event loop, once per event.
+        self._evaluator = Evaluator(OPTIONS)
 
     def decides(self, point: str) -> bool:
         """True when :meth:`matters` can ever be False for ``point`` (it has conditions)."""
@@ -73,12 +70,9 @@ class PointFilter:
             return True
         for condition in conditions:
             try:
-                if condition.options is OPTIONS:
-                    value = self._interpreter.visit(condition.parsed.parsed, ctx)
-                else:
-                    value = condition.search(ctx)
+                value = self._evaluator.search(condition, ctx)
             except Exception:
                 return True
-            if not _is_false(value):
+            if not is_false(value):
                 return True
         return False
