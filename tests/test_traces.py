@@ -227,6 +227,17 @@ def test_non_finite_scores_and_chat_previews() -> None:
     assert values == {"nan": "nan", "obj": {"a": [1, "inf"]}}
 
 
+def test_span_attributes_are_json_with_non_finite_numbers_as_text() -> None:
+    span = SpanData("s", None, "call", "LLM", 0, 1, inputs={"t": -math.inf, "ok": [1.5, "é"]})
+    op = LogTrace(
+        run="r", trace_key="k", name="root", start_time_ns=0, end_time_ns=1, spans=(span,)
+    )
+    payload = build_trace(op, "run", "1")
+    attributes = payload.spans[1]._span.attributes
+    assert json.loads(attributes["mlflow.spanInputs"]) == {"t": "-inf", "ok": [1.5, "é"]}
+    assert "é" in attributes["mlflow.spanInputs"]  # text stays readable, not \u-escaped
+
+
 def test_constructor_refuses_impossible_options() -> None:
     with pytest.raises(ValueError, match="max_spans_per_trace"):
         TraceSender("sqlite:///x.db", "1", max_spans_per_trace=0)

@@ -12,6 +12,7 @@ reaches the tracking server in clear, whatever the mapping says.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -92,6 +93,12 @@ def is_credential_key(key: Any) -> bool:
     """
     if not isinstance(key, str) or not key:
         return False
+    return _names_credential(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_credential(key: str) -> bool:
+    # Asked for every key of every row and object the mapping writes; the keys repeat.
     last = _SEGMENT_SPLIT.split(key)[-1]
     folded = _SEPARATORS.sub("", last).lower()
     return folded.endswith(_CREDENTIAL_WORDS)

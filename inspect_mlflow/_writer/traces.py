@@ -196,7 +196,12 @@ def _finite(value: Any) -> Any:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(_finite(value), ensure_ascii=False, default=str)
+    # Nearly every value is finite: dump it as it is, and only when JSON refuses a NaN or
+    # an infinity (or a key) walk it with _finite, instead of copying every value first.
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, default=str)
+    except (ValueError, TypeError):
+        return json.dumps(_finite(value), ensure_ascii=False, default=str)
 
 
 def _cut(text: str, limit: int) -> str:
