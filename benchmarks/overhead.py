@@ -371,6 +371,11 @@ def report(cases: list[Case], pairs: int, imported: dict[str, float]) -> None:
         for endpoint, n in last["requests"].items():
             print(f"    {n:6d}  {endpoint}")
         print(f"  longest callbacks: {worst}")
+        gc_pause = last.get("gc_pause_max") or 0.0
+        print(
+            f"  longest garbage-collection pause of the eval's process: {gc_pause * 1000:.1f}ms "
+            "(left out of the holds: it lands wherever an allocation triggers it)"
+        )
     print("\ntargets:")
     for case in cases:
         ratio = statistics.median(case.ratios)

@@ -83,3 +83,6 @@ def test_quick_benchmark_reports_every_figure(mlflow_server: MlflowServer) -> No
     assert any("/api/2.0/mlflow/runs/log-batch" in line for line in lines)
     assert any("/v1/traces" in line for line in lines)
     assert any(line.strip().startswith("N=50 latency 0 ms: ratio") for line in lines)
+    # Garbage-collection pauses are measured (and left out of the holds).
+    [pause] = [line for line in lines if "longest garbage-collection pause" in line]
+    assert float(re.search(r": ([0-9.]+)ms", pause).group(1)) > 0  # type: ignore[union-attr]
