@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent(
     """
     import collections, importlib.util, json, sys
     from mlflow.tracking.request_header.registry import resolve_request_headers
-    from inspect_mlflow._delivery import mark_absent_probes
+    from inspect_mlflow._delivery import ENVIRONMENT_PROBES, mark_absent_probes
 
     searched = collections.Counter()
 
@@ -20,11 +20,12 @@ SCRIPT = textwrap.dedent(
             searched[name.partition(".")[0]] += 1
             return None
 
-    absent = [n for n in ("dbruntime", "IPython", "pyspark") if importlib.util.find_spec(n) is None]
+    absent = [n for n in ENVIRONMENT_PROBES if importlib.util.find_spec(n) is None]
     sys.meta_path.append(Spy())
     before = resolve_request_headers()
-    searched_before = sum(searched.values())
-    marked = mark_absent_probes(("dbruntime", "IPython", "pyspark", "json", "jmespath"))
+    searched_before = {n: searched[n] for n in ENVIRONMENT_PROBES}
+    marked = mark_absent_probes()
+    installed = mark_absent_probes(("json", "jmespath"))
     searched.clear()
     after = resolve_request_headers()
     try:
@@ -33,9 +34,12 @@ SCRIPT = textwrap.dedent(
     except ModuleNotFoundError as error:
         failed = type(error).__name__
     print(json.dumps({
-        "marked": marked, "absent": absent, "before": before, "after": after,
-        "searched_before": searched_before, "searched_after": sum(searched.values()),
-        "import_error": failed, "json_ok": sys.modules["json"] is not None,
+        "marked": marked, "absent": absent, "installed_marked": installed,
+        "before": before, "after": after,
+        "searched_before": searched_before,
+        "searched_after": {n: searched[n] for n in ENVIRONMENT_PROBES},
+        "import_error": failed, "find_spec_after": importlib.util.find_spec("dbruntime"),
+        "pyspark_listed": "pyspark" in sys.modules,
     }))
     """
 )
@@ -49,9 +53,11 @@ def test_absent_probe_modules_fail_at_once_and_the_headers_stay_the_same() -> No
     # Exactly the probes that are not installed are marked; installed modules never are.
     assert "dbruntime" in result["absent"]  # Databricks' runtime is never on a CI machine
     assert result["marked"] == result["absent"]
-    assert result["json_ok"] is True
-    # Before, resolving the headers searched the path for the missing modules; after, never.
-    assert result["searched_before"] > 0
-    assert result["searched_after"] == 0
+    assert result["installed_marked"] == []
+    # Before, resolving the headers searched the path for each missing probe; after, never.
+    assert all(result["searched_before"][name] > 0 for name in result["marked"])
+    assert all(result["searched_after"][name] == 0 for name in result["marked"])
     assert result["import_error"] == "ModuleNotFoundError"
+    assert result["find_spec_after"] is None  # "is it installed?" still answers no
+    assert result["pyspark_listed"] is False  # MLflow reads `"pyspark" in sys.modules`
     assert result["after"] == result["before"]
