@@ -47,10 +47,17 @@ def is_false(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, Number) and not isinstance(value, bool)
+    kind = type(value)
+    if kind is int or kind is float:
+        return True
+    if kind is bool or kind is str or value is None:
+        return False
+    return isinstance(value, Number)  # the slower ABC check, for other number types
 
 
 def _equals(x: Any, y: Any) -> bool:
+    if type(x) is str or type(y) is str:  # the common `event == 'model'`
+        return x == y
     # Python has 0 == False and 1 == True; JMESPath does not.
     if _is_number(x) and x in (0, 1):
         return not isinstance(y, bool) and x == y

@@ -163,6 +163,12 @@ def json_value(value: Any) -> Any:
     Returns:
         dict/list/str/int/float/bool/None only; NaN and infinities as null.
     """
+    # Most cells are plain scalars: answer them without the three walks below.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
     return redact(_finite(to_json(value)))
 
 
