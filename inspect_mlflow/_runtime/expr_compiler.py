@@ -84,7 +84,7 @@ class ExprCompiler:
 
     def compile(self, node: Mapping[str, Any]) -> Search:
         """The closure for ``node`` (a ``ParsedResult.parsed`` tree)."""
-        build = getattr(self, "_" + str(node.get("type")), None)
+        build = getattr(self, "_node_" + str(node.get("type")), None)
         if build is None:  # unknown to this module: the interpreter's own evaluation
             visit = self._interpreter.visit
             return lambda value: visit(node, value)
@@ -96,7 +96,7 @@ class ExprCompiler:
 
     # -- paths ------------------------------------------------------------------------
 
-    def _field(self, node: Mapping[str, Any]) -> Search:
+    def _node_field(self, node: Mapping[str, Any]) -> Search:
         name = node["value"]
 
         def field(value: Any) -> Any:
@@ -107,25 +107,25 @@ class ExprCompiler:
 
         return field
 
-    def _subexpression(self, node: Mapping[str, Any]) -> Search:
+    def _node_subexpression(self, node: Mapping[str, Any]) -> Search:
         names = _field_names(node)
         if names is not None:
             return _path(names)
         return _chain(self._children(node))
 
-    _index_expression = _subexpression
-    _pipe = _subexpression
+    _node_index_expression = _node_subexpression
+    _node_pipe = _node_subexpression
 
-    def _identity(self, node: Mapping[str, Any]) -> Search:
+    def _node_identity(self, node: Mapping[str, Any]) -> Search:
         return _same
 
-    _current = _identity
+    _node_current = _node_identity
 
-    def _literal(self, node: Mapping[str, Any]) -> Search:
+    def _node_literal(self, node: Mapping[str, Any]) -> Search:
         constant = node["value"]
         return lambda value: constant
 
-    def _index(self, node: Mapping[str, Any]) -> Search:
+    def _node_index(self, node: Mapping[str, Any]) -> Search:
         position = node["value"]
 
         def index(value: Any) -> Any:
@@ -138,13 +138,13 @@ class ExprCompiler:
 
         return index
 
-    def _slice(self, node: Mapping[str, Any]) -> Search:
+    def _node_slice(self, node: Mapping[str, Any]) -> Search:
         part = slice(*node["children"])
         return lambda value: value[part] if isinstance(value, list) else None
 
     # -- projections ------------------------------------------------------------------
 
-    def _projection(self, node: Mapping[str, Any]) -> Search:
+    def _node_projection(self, node: Mapping[str, Any]) -> Search:
         left, right = self._children(node)
 
         def projection(value: Any) -> Any:
@@ -155,7 +155,7 @@ class ExprCompiler:
 
         return projection
 
-    def _value_projection(self, node: Mapping[str, Any]) -> Search:
+    def _node_value_projection(self, node: Mapping[str, Any]) -> Search:
         left, right = self._children(node)
 
         def value_projection(value: Any) -> Any:
@@ -168,7 +168,7 @@ class ExprCompiler:
 
         return value_projection
 
-    def _filter_projection(self, node: Mapping[str, Any]) -> Search:
+    def _node_filter_projection(self, node: Mapping[str, Any]) -> Search:
         left, right, condition = self._children(node)
 
         def filter_projection(value: Any) -> Any:
@@ -185,7 +185,7 @@ class ExprCompiler:
 
         return filter_projection
 
-    def _flatten(self, node: Mapping[str, Any]) -> Search:
+    def _node_flatten(self, node: Mapping[str, Any]) -> Search:
         (inner,) = self._children(node)
 
         def flatten(value: Any) -> Any:
@@ -204,7 +204,7 @@ class ExprCompiler:
 
     # -- logic and comparison ---------------------------------------------------------
 
-    def _or_expression(self, node: Mapping[str, Any]) -> Search:
+    def _node_or_expression(self, node: Mapping[str, Any]) -> Search:
         left, right = self._children(node)
 
         def either(value: Any) -> Any:
@@ -213,7 +213,7 @@ class ExprCompiler:
 
         return either
 
-    def _and_expression(self, node: Mapping[str, Any]) -> Search:
+    def _node_and_expression(self, node: Mapping[str, Any]) -> Search:
         left, right = self._children(node)
 
         def both(value: Any) -> Any:
@@ -222,7 +222,7 @@ class ExprCompiler:
 
         return both
 
-    def _not_expression(self, node: Mapping[str, Any]) -> Search:
+    def _node_not_expression(self, node: Mapping[str, Any]) -> Search:
         (inner,) = self._children(node)
 
         def negation(value: Any) -> Any:
@@ -233,7 +233,7 @@ class ExprCompiler:
 
         return negation
 
-    def _comparator(self, node: Mapping[str, Any]) -> Search:
+    def _node_comparator(self, node: Mapping[str, Any]) -> Search:
         left, right = self._children(node)
         op = node["value"]
         if op == "eq":
@@ -252,7 +252,7 @@ class ExprCompiler:
 
     # -- building values --------------------------------------------------------------
 
-    def _multi_select_list(self, node: Mapping[str, Any]) -> Search:
+    def _node_multi_select_list(self, node: Mapping[str, Any]) -> Search:
         items = self._children(node)
 
         def select_list(value: Any) -> Any:
@@ -262,7 +262,7 @@ class ExprCompiler:
 
         return select_list
 
-    def _multi_select_dict(self, node: Mapping[str, Any]) -> Search:
+    def _node_multi_select_dict(self, node: Mapping[str, Any]) -> Search:
         entries = [
             (child["value"], self.compile(child["children"][0])) for child in node["children"]
         ]
@@ -278,13 +278,13 @@ class ExprCompiler:
 
         return select_dict
 
-    def _function_expression(self, node: Mapping[str, Any]) -> Search:
+    def _node_function_expression(self, node: Mapping[str, Any]) -> Search:
         args = self._children(node)
         name = node["value"]
         call = self._functions.call_function
         return lambda value: call(name, [arg(value) for arg in args])
 
-    def _expref(self, node: Mapping[str, Any]) -> Search:
+    def _node_expref(self, node: Mapping[str, Any]) -> Search:
         # Functions such as sort_by and index_by recognise the reference by its class and
         # evaluate it through the interpreter it carries: let the interpreter make it.
         reference = self._interpreter.visit(node, None)
