@@ -324,6 +324,14 @@ def import_cost(work: Path) -> dict[str, float]:
     return result
 
 
+def _print_table(header: str, rows: list[str]) -> None:
+    """A Markdown table: the header, its separator line, the rows."""
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for line in rows:
+        print(line)
+
+
 def report(cases: list[Case], pairs: int, imported: dict[str, float]) -> None:
     print(
         f"\ninspect-mlflow overhead: demo eval (mock model, one tool call and one answer "
@@ -337,10 +345,7 @@ def report(cases: list[Case], pairs: int, imported: dict[str, float]) -> None:
         shown = ", ".join(f"{k}={v}" for k, v in SETTINGS.items())
         print(f"settings of the hook-on evals: {shown}")
     print()
-    print(HEADER)
-    print("|" + "---|" * (HEADER.count("|") - 1))
-    for case in cases:
-        print(row(case))
+    _print_table(HEADER, [row(case) for case in cases])
     print(
         "\nratio: median over pairs of eval() wall time on/off; requests: runs, params, "
         "metrics, tags, tables and artifacts (median of the on runs); trace requests: "
@@ -348,10 +353,7 @@ def report(cases: list[Case], pairs: int, imported: dict[str, float]) -> None:
         "event loop (worst on run)."
     )
     print("\nwhere the CPU goes (medians; eval process CPU includes its start-up):\n")
-    print(CPU_HEADER)
-    print("|" + "---|" * (CPU_HEADER.count("|") - 1))
-    for case in cases:
-        print(cpu_row(case))
+    _print_table(CPU_HEADER, [cpu_row(case) for case in cases])
     print(
         "\nserver ms/sample: the server's CPU during an on run less an off run (its idle "
         "work), per sample; delivery: the hook's delivery process (empty with "
