@@ -25,6 +25,7 @@ import sys
 import threading
 from typing import Any
 
+from inspect_mlflow._quickack import enable_quick_acks
 from inspect_mlflow._wire import Channel
 
 
@@ -187,11 +188,17 @@ def mark_absent_probes(names: tuple[str, ...] = ENVIRONMENT_PROBES) -> list[str]
     return absent
 
 
+def prepare_http() -> None:
+    """Make this process's MLflow requests cheap: no path searches, no held replies."""
+    mark_absent_probes()
+    enable_quick_acks()
+
+
 def main() -> int:
     """Entry point: messages on stdin, replies on stdout, stray prints to stderr."""
     # Interrupts are the eval's to handle; this process ends when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    mark_absent_probes()
+    prepare_http()
     threading.Thread(target=_import_mlflow, name="inspect-mlflow-import", daemon=True).start()
     incoming = Channel(sys.stdin.buffer)
     outgoing = Channel(sys.stdout.buffer)
