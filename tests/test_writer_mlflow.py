@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import types
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from inspect_mlflow._runtime.operations import (
     AppendRows,
@@ -507,6 +509,116 @@ def test_traces_that_fail_transiently_are_the_only_ones_pending(sqlite_store, mo
         sink.send([open_runs()[0], t1, t2, close])
     assert caught.value.transient is True
     assert caught.value.pending == (t2, close)
+
+
+def _fake_trace_module(monkeypatch, send) -> None:
+    """Replace the trace sender with one whose ``send`` is ``send(items)``."""
+
+    class FakeTraceSender:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def send(self, items):
+            return send(items)
+
+    module = types.ModuleType("inspect_mlflow._writer.traces")
+    module.TraceSender = FakeTraceSender
+    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.traces", module)
+
+
+class _Failed(Exception):
+    """What the trace sender raises: the items that did not land, and whether to retry."""
+
+    def __init__(self, failed, transient):
+        super().__init__("503" if transient else "refused")
+        self.failed, self.transient = failed, transient
+
+
+@pytest.mark.server
+def test_over_http_a_runs_close_does_not_wait_for_the_traces_before_it(
+    server_store, monkeypatch
+):
+    closed = threading.Event()
+    seen: list = []
+
+    def send(items):
+        # Blocks until the run's close (the step after the traces) has run: sent one
+        # after the other, this would wait the full 10 s and record False.
+        seen.append((closed.wait(10), list(items)))
+
+    _fake_trace_module(monkeypatch, send)
+    sink = server_store.sink()
+    original = sink._close_run
+
+    def close_run(op, rejected):
+        original(op, rejected)
+        closed.set()
+
+    monkeypatch.setattr(sink, "_close_run", close_run)
+    trace = LogTrace("eval:r1", "s1", "s", 0, 1)
+    sink.send([open_runs()[0], trace, CloseRun("eval:r1", "FINISHED", T0)])
+    assert seen == [(True, [(trace, sink.run_id("eval:r1"))])]
+    run = server_store.client().get_run(sink.run_id("eval:r1"))
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.server
+def test_over_http_a_trace_that_fails_transiently_is_pending_and_the_close_lands(
+    server_store, monkeypatch
+):
+    _fake_trace_module(monkeypatch, lambda items: _raise(_Failed([items[1]], True)))
+    sink = server_store.sink()
+    t1, t2 = (LogTrace("eval:r1", f"s{i}", "s", 0, 1) for i in (1, 2))
+    with pytest.raises(SinkError) as caught:
+        sink.send([open_runs()[0], t1, t2, CloseRun("eval:r1", "FINISHED", T0)])
+    assert caught.value.transient is True
+    assert caught.value.pending == (t2,)
+    assert caught.value.failed == ()
+    run = server_store.client().get_run(sink.run_id("eval:r1"))
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.server
+def test_over_http_a_refused_trace_fails_alone(server_store, monkeypatch):
+    _fake_trace_module(monkeypatch, lambda items: _raise(_Failed([items[0]], False)))
+    sink = server_store.sink()
+    t1, t2 = (LogTrace("eval:r1", f"s{i}", "s", 0, 1) for i in (1, 2))
+    metrics = LogMetrics("eval:r1", metric_points("m", 2))
+    with pytest.raises(SinkError) as caught:
+        sink.send([open_runs()[0], t1, t2, metrics])
+    assert caught.value.transient is False
+    assert caught.value.failed == (t1,)
+    assert caught.value.pending == ()
+    history = server_store.client().get_metric_history(sink.run_id("eval:r1"), "m")
+    assert [m.step for m in history] == [0, 1]
+
+
+@pytest.mark.server
+def test_over_http_a_close_that_fails_transiently_leaves_the_landed_traces_out(
+    server_store, monkeypatch
+):
+    sent: list = []
+    _fake_trace_module(monkeypatch, sent.extend)
+    sink = server_store.sink()
+    original = sink._call
+
+    def call(name, *args, **kwargs):
+        if name == "set_terminated":
+            raise requests.exceptions.ConnectionError("connection reset")
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(sink, "_call", call)
+    trace = LogTrace("eval:r1", "s1", "s", 0, 1)
+    close = CloseRun("eval:r1", "FINISHED", T0)
+    with pytest.raises(SinkError) as caught:
+        sink.send([open_runs()[0], trace, close])
+    assert caught.value.transient is True
+    assert caught.value.pending == (close,)  # the trace landed: it is not sent again
+    assert [op for op, _ in sent] == [trace]
+
+
+def _raise(error: BaseException) -> None:
+    raise error
 
 
 def test_without_the_traces_module_traces_are_skipped_with_one_warning(

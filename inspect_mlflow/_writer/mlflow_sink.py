@@ -16,10 +16,14 @@ may while order still holds where it matters:
   table or record list as one JSON artifact, registers the tables in the run's
   ``mlflow.loggedArtifacts`` tag (as ``log_table`` does, so the UI shows them as
   tables) and then terminates the run;
-- ``LogTrace`` goes to the trace sender, after the runs it refers to exist.
+- ``LogTrace`` goes to the trace sender, after the runs it refers to exist. Over HTTP a
+  batch's traces are sent on a thread of their own (the trace lane) while the batch's
+  other steps go on; :meth:`MlflowSink.send` returns when both are done.
 
 Threading: one instance is driven by one thread (the writer's); it keeps per-run state
-(logical key -> MLflow run id, accumulated rows) without locks.
+(logical key -> MLflow run id, accumulated rows) without locks. The trace lane only reads
+run ids of runs that already exist and counts into keys of :attr:`MlflowSink.calls` that
+nothing else writes.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import zip_longest
-from typing import Any
+from typing import Any, TypeAlias
 
 import requests
 from mlflow import MlflowClient
@@ -72,10 +77,10 @@ MAX_REQUEST_CHARS = 900_000
 envelope (run id, field names, JSON punctuation) that the estimate below leaves out."""
 
 _ENTRY_OVERHEAD = 64
+"""Estimated JSON characters of one entry besides its key and value."""
 
 MAX_PARALLEL_UPLOADS = 8
 """Table files of one run uploaded at once over HTTP when the run closes."""
-"""Estimated JSON characters of one entry besides its key and value."""
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -176,6 +181,10 @@ class _Entry:
     key: str
     entity: Metric | Param | RunTag
     size: int
+
+
+_Outcome: TypeAlias = tuple[set[int], set[int], BaseException | None]
+"""A step's result: indices refused for good, indices to retry, the error (None: landed)."""
 
 
 @dataclass(slots=True)
@@ -301,6 +310,9 @@ class MlflowSink:
         self._trace_sender: Any = None
         self._traces_unavailable = False
         self._cancelled = False
+        self._remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+        self._lane: ThreadPoolExecutor | None = None
+        self._lane_pid = 0
         self.spooled_runs: set[str] = set()
         """Runs whose close went to the spool with the rows held for them (set by the
         spool's owner): :meth:`close` does not warn about their rows."""
@@ -402,32 +414,44 @@ class MlflowSink:
         failed: set[int] = set()
         first_error: BaseException | None = None
         steps = plan(ops)
+        background: list[tuple[_Step, Future[_Outcome]]] = []
         for position, step in enumerate(steps):
-            try:
-                self._run_step(step, ops, rejected)
+            if step.kind == "trace" and self._remote:
+                background.append((step, self._trace_lane().submit(self._settle, step, ops, [])))
                 continue
-            except _StepFailed as stop:
-                failed.update(step.indices if stop.failed is None else stop.failed)
-                if not stop.pending:
-                    first_error = first_error or stop.error
-                    continue
-                error, retry = stop.error, stop.pending
-            except Exception as caught:
-                if not classify(caught)[0]:
-                    failed.update(step.indices)
-                    first_error = first_error or caught
-                    continue
-                error, retry = caught, set(step.indices)
+            refused, retry, error = self._settle(step, ops, rejected)
+            failed |= refused
+            if error is None:
+                continue
+            if not retry:
+                first_error = first_error or error
+                continue
             later = {i for step_ in steps[position + 1 :] for i in step_.indices}
+            failed_late, pending_late, _ = self._join(background)
+            failed |= failed_late
             kind = classify(error)[1]
             raise SinkError(
                 f"MLflow call failed ({kind}): {_reason(error)}",
                 transient=True,
                 kind=kind,
-                pending=[ops[i] for i in sorted((retry | later) - failed)],
+                pending=[ops[i] for i in sorted((retry | later | pending_late) - failed)],
                 failed=[ops[i] for i in sorted(failed)],
                 rejected=rejected,
             ) from error
+        failed_late, pending_late, error = self._join(background)
+        failed |= failed_late
+        if pending_late:
+            assert error is not None
+            kind = classify(error)[1]
+            raise SinkError(
+                f"MLflow call failed ({kind}): {_reason(error)}",
+                transient=True,
+                kind=kind,
+                pending=[ops[i] for i in sorted(pending_late - failed)],
+                failed=[ops[i] for i in sorted(failed)],
+                rejected=rejected,
+            ) from error
+        first_error = first_error or error
         if failed or rejected:
             kind = classify(first_error)[1] if first_error else "rejected"
             message = _reason(first_error) if first_error else f"{len(rejected)} value(s) refused"
@@ -438,6 +462,54 @@ class MlflowSink:
                 failed=[ops[i] for i in sorted(failed)],
                 rejected=rejected,
             ) from first_error
+
+    def _settle(self, step: _Step, ops: list[Operation], rejected: list[Rejection]) -> _Outcome:
+        """Run one step: (indices refused for good, indices to retry, the error or None)."""
+        try:
+            self._run_step(step, ops, rejected)
+        except _StepFailed as stop:
+            refused = set(step.indices) if stop.failed is None else stop.failed
+            return refused, stop.pending, stop.error
+        except Exception as caught:
+            if classify(caught)[0]:
+                return set(), set(step.indices), caught
+            return set(step.indices), set(), caught
+        return set(), set(), None
+
+    @staticmethod
+    def _join(background: list[tuple[_Step, Future[_Outcome]]]) -> _Outcome:
+        """Wait for the trace steps sent alongside; their outcomes folded into one.
+
+        The error is the first transient one when any step is to be retried (it decides
+        the kind of the retry), else the first refusal.
+        """
+        refused: set[int] = set()
+        retry: set[int] = set()
+        transient: BaseException | None = None
+        permanent: BaseException | None = None
+        for _, future in background:
+            failed_, pending_, error = future.result()
+            refused |= failed_
+            retry |= pending_
+            if error is not None and pending_:
+                transient = transient or error
+            elif error is not None:
+                permanent = permanent or error
+        return refused, retry, transient if retry else permanent
+
+    def _trace_lane(self) -> ThreadPoolExecutor:
+        """One thread that sends a batch's traces while its other steps go on.
+
+        Traces only refer to runs that exist (a trace step comes after the ``OpenRun`` of
+        its runs) and nothing waits for them but the end of the batch, so over HTTP the
+        trace requests (a ``start_trace`` per sample) overlap the runs' own requests: at
+        the end of a run, its tables, artifacts and closing no longer queue behind the
+        last interval's traces. One thread, so trace steps stay in order among themselves.
+        """
+        if self._lane is None or self._lane_pid != os.getpid():  # none yet, or forked
+            self._lane = ThreadPoolExecutor(1, thread_name_prefix="inspect-mlflow-trace-lane")
+            self._lane_pid = os.getpid()
+        return self._lane
 
     def cancel(self) -> None:
         """Make no further MLflow call: each later one raises (any thread may call this).
@@ -459,6 +531,9 @@ class MlflowSink:
         close = getattr(self._trace_sender, "close", None)
         if callable(close):
             close()
+        lane, self._lane = self._lane, None
+        if lane is not None:
+            lane.shutdown(wait=False)
         self._tables.clear()
 
     # -- setup -----------------------------------------------------------------------
@@ -653,8 +728,7 @@ class MlflowSink:
         instead of one per table. The first failure is raised after all were tried (a
         retry writes them all again; an upload replaces the file).
         """
-        remote = self.tracking_uri.startswith(("http://", "https://", "databricks"))
-        if len(uploads) < 2 or not remote:
+        if len(uploads) < 2 or not self._remote:
             for text, path in uploads:
                 self._call("log_text", run_id, text, path)
             return
