@@ -213,53 +213,66 @@ def test_a_failing_job_is_logged_and_the_worker_goes_on(caplog: Any) -> None:
 
 
 class _SlowUploads:
-    """A real MlflowClient whose uploads take 50 ms, recording how many overlap."""
+    """Wraps a sink's single-file upload: each takes 50 ms more; records how many overlap."""
 
-    def __init__(self, uri: str) -> None:
-        from mlflow import MlflowClient
-
-        self.real = MlflowClient(tracking_uri=uri)
+    def __init__(self, upload: Any) -> None:
+        self.upload = upload
         self.lock = threading.Lock()
         self.active = self.most = 0
+        self.spans: dict[str, tuple[float, float]] = {}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def log_text(self, *args: Any) -> Any:
+    def __call__(self, run_id: str, text: str, path: str) -> Any:
+        began = time.monotonic()
         with self.lock:
             self.active += 1
             self.most = max(self.most, self.active)
         try:
-            time.sleep(0.05)
-            return self.real.log_text(*args)
+            time.sleep(0.2)
+            return self.upload(run_id, text, path)
         finally:
             with self.lock:
                 self.active -= 1
+            self.spans[path] = (began, time.monotonic())
 
 
 @pytest.mark.server
-def test_tables_of_a_run_upload_side_by_side_at_close(server_store: Any, tmp_path: Any) -> None:
+def test_a_runs_documents_and_tables_upload_side_by_side_at_close(
+    server_store: Any, tmp_path: Any
+) -> None:
     import json
 
-    from inspect_mlflow._runtime.operations import AppendRows, CloseRun, OpenRun
+    from inspect_mlflow._runtime.operations import AppendRows, CloseRun, LogArtifact, OpenRun
+    from inspect_mlflow._writer.mlflow_sink import LOGGED_ARTIFACTS_TAG
 
     sink = server_store.sink()
-    slow = _SlowUploads(server_store.tracking_uri)
-    sink._client_obj = slow
+    slow = _SlowUploads(sink._log_text)
+    sink._log_text = slow  # type: ignore[method-assign]
     paths = [f"inspect/t{i}.json" for i in range(4)]
+    sink.send([OpenRun(run="eval:u", kind="eval", name="u", parent=None, tags={})])
+    before = server_store.server.log_size()
     sink.send(
         [
-            OpenRun(run="eval:u", kind="eval", name="u", parent=None, tags={}),
+            LogArtifact("eval:u", "eval_logs/u.json", {"status": "success"}),
             *[AppendRows("eval:u", path, ({"i": i},)) for i, path in enumerate(paths)],
             CloseRun("eval:u", "FINISHED", 1),
         ]
     )
-    assert slow.most > 1 and sink.calls["log_text"] == 4
+    # The document rides with the tables (5 files at once), and nothing asks the server
+    # where the run's artifacts go: the sink knows it from creating the run.
+    assert slow.most > 1 and sink.calls["log_text"] == 5
+    doc_began, doc_ended = slow.spans.pop("eval_logs/u.json")
+    assert any(began < doc_ended and doc_began < ended for began, ended in slow.spans.values())
+    requests = server_store.server.requests_since(before)
+    assert requests[("GET", "/api/2.0/mlflow/runs/get")] == 0
     run_id = sink.run_id("eval:u")
     client = server_store.client()
     for i, path in enumerate(paths):
         local = client.download_artifacts(run_id, path, str(tmp_path))
         assert json.loads(open(local).read()) == {"columns": ["i"], "data": [[i]]}
+    local = client.download_artifacts(run_id, "eval_logs/u.json", str(tmp_path))
+    assert json.loads(open(local).read()) == {"status": "success"}
+    tagged = json.loads(client.get_run(run_id).data.tags[LOGGED_ARTIFACTS_TAG])
+    assert tagged == [{"path": path, "type": "table"} for path in paths]
     logged = json.loads(client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
     assert sorted(e["path"] for e in logged) == paths
     assert client.get_run(run_id).info.status == "FINISHED"

@@ -511,6 +511,30 @@ def test_traces_that_fail_transiently_are_the_only_ones_pending(sqlite_store, mo
     assert caught.value.pending == (t2, close)
 
 
+@pytest.mark.server
+def test_closing_a_run_on_a_server_is_one_request_and_prints_its_link(
+    server_store, capsys, monkeypatch
+):
+    sink = server_store.sink()
+    sink.send([OpenRun(run="eval:l", kind="eval", name="linked", parent=None, tags={})])
+    capsys.readouterr()
+    before = server_store.server.log_size()
+    sink.send([CloseRun("eval:l", "FAILED", T0 + 5)])
+    requests_made = server_store.server.requests_since(before)
+    assert requests_made == {("POST", "/api/2.0/mlflow/runs/update"): 1}  # no runs/get
+    run_id = sink.run_id("eval:l")
+    run = server_store.client().get_run(run_id)
+    assert (run.info.status, run.info.end_time) == ("FAILED", T0 + 5)
+    experiment = f"{server_store.tracking_uri}/#/experiments/{sink.experiment_id}"
+    assert capsys.readouterr().out == (
+        f"🏃 View run linked at: {experiment}/runs/{run_id}\n🧪 View experiment at: {experiment}\n"
+    )
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    sink.send([OpenRun(run="eval:q", kind="eval", name="quiet", parent=None, tags={})])
+    sink.send([CloseRun("eval:q", "FINISHED", T0 + 6)])
+    assert capsys.readouterr().out == ""
+
+
 def _fake_trace_module(monkeypatch, send) -> None:
     """Replace the trace sender with one whose ``send`` is ``send(items)``."""
 
@@ -535,9 +559,7 @@ class _Failed(Exception):
 
 
 @pytest.mark.server
-def test_over_http_a_runs_close_does_not_wait_for_the_traces_before_it(
-    server_store, monkeypatch
-):
+def test_over_http_a_runs_close_does_not_wait_for_the_traces_before_it(server_store, monkeypatch):
     closed = threading.Event()
     seen: list = []
 
@@ -550,8 +572,8 @@ def test_over_http_a_runs_close_does_not_wait_for_the_traces_before_it(
     sink = server_store.sink()
     original = sink._close_run
 
-    def close_run(op, rejected):
-        original(op, rejected)
+    def close_run(*args):
+        original(*args)
         closed.set()
 
     monkeypatch.setattr(sink, "_close_run", close_run)
@@ -600,14 +622,11 @@ def test_over_http_a_close_that_fails_transiently_leaves_the_landed_traces_out(
     sent: list = []
     _fake_trace_module(monkeypatch, sent.extend)
     sink = server_store.sink()
-    original = sink._call
 
-    def call(name, *args, **kwargs):
-        if name == "set_terminated":
-            raise requests.exceptions.ConnectionError("connection reset")
-        return original(name, *args, **kwargs)
+    def terminate(*args):
+        raise requests.exceptions.ConnectionError("connection reset")
 
-    monkeypatch.setattr(sink, "_call", call)
+    monkeypatch.setattr(sink, "_terminate", terminate)
     trace = LogTrace("eval:r1", "s1", "s", 0, 1)
     close = CloseRun("eval:r1", "FINISHED", T0)
     with pytest.raises(SinkError) as caught:

@@ -22,8 +22,7 @@ may while order still holds where it matters:
 
 Threading: one instance is driven by one thread (the writer's); it keeps per-run state
 (logical key -> MLflow run id, accumulated rows) without locks. The trace lane only reads
-run ids of runs that already exist and counts into keys of :attr:`MlflowSink.calls` that
-nothing else writes.
+run ids of runs that already exist; call counts are kept under a lock.
 """
 
 from __future__ import annotations
@@ -32,9 +31,12 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -42,7 +44,8 @@ from typing import Any, TypeAlias
 
 import requests
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 from mlflow.exceptions import MlflowException
 
 from inspect_mlflow._runtime.operations import (
@@ -238,11 +241,14 @@ def plan(ops: Sequence[Operation]) -> list[_Step]:
 
     A run's data operations join the first data step of that run in the batch until an
     ``OpenRun`` or ``CloseRun`` of the same run; traces join one step until any run
-    opens or closes. Everything else is its own step, in batch order.
+    opens or closes; a run's ``LogArtifact`` operations since its last ``OpenRun`` join
+    its ``CloseRun`` (they are uploaded together). Everything else is its own step, in
+    batch order.
     """
     steps: list[_Step] = []
     data: dict[str, _Step] = {}
     traces: _Step | None = None
+    artifacts: dict[str, list[_Step]] = {}
     for index, op in enumerate(ops):
         if isinstance(op, (SetTags, LogParams, LogMetrics)):
             step = data.get(op.run)
@@ -255,11 +261,21 @@ def plan(ops: Sequence[Operation]) -> list[_Step]:
                 traces = _Step("trace", None)
                 steps.append(traces)
             traces.indices.append(index)
+        elif isinstance(op, LogArtifact):
+            step = _Step("LogArtifact", op.run, [index])
+            artifacts.setdefault(op.run, []).append(step)
+            steps.append(step)
         else:
             if isinstance(op, (OpenRun, CloseRun)):
                 data.pop(op.run, None)
                 traces = None
-            steps.append(_Step(type(op).__name__, op.run, [index]))
+            step = _Step(type(op).__name__, op.run, [index])
+            held = artifacts.pop(op.run, []) if isinstance(op, (OpenRun, CloseRun)) else []
+            if isinstance(op, CloseRun) and held:
+                # The run's documents go up with its tables, in one parallel round.
+                steps[:] = [s for s in steps if all(s is not h for h in held)]
+                step.indices[:0] = [h.indices[0] for h in held]
+            steps.append(step)
     return steps
 
 
@@ -296,6 +312,7 @@ class MlflowSink:
         self.resume = resume
         self.artifact_location = artifact_location
         self.trace_options = dict(trace_options or {})
+        self._count_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         """MLflow client calls made, by method name (for tests and diagnostics)."""
         self._client_obj: MlflowClient | None = None
@@ -313,6 +330,10 @@ class MlflowSink:
         self._remote = tracking_uri.startswith(("http://", "https://", "databricks"))
         self._lane: ThreadPoolExecutor | None = None
         self._lane_pid = 0
+        self._artifact_uris: dict[str, str] = {}
+        """MLflow run id -> its artifact URI, as learnt when the run was created or found."""
+        self._artifact_repos: dict[str, Any] = {}
+        self._run_names: dict[str, str] = {}
         self.spooled_runs: set[str] = set()
         """Runs whose close went to the spool with the rows held for them (set by the
         spool's owner): :meth:`close` does not warn about their rows."""
@@ -547,8 +568,13 @@ class MlflowSink:
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self._cancelled:
             raise SinkCancelled("the sink was cancelled; no further MLflow call")
-        self.calls[name] += 1
+        self._count(name)
         return getattr(self._client, name)(*args, **kwargs)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        """Count MLflow calls; uploads and the trace lane count from threads of their own."""
+        with self._count_lock:
+            self.calls[name] += n
 
     def _ensure_experiment(self) -> str:
         if self._experiment_id is not None:
@@ -600,7 +626,7 @@ class MlflowSink:
         if step.kind == "trace":
             self._log_traces(step, ops)
             return
-        op = ops[step.indices[0]]
+        op = ops[step.indices[-1]]  # a CloseRun step starts with the documents it carries
         if isinstance(op, OpenRun):
             self._open_run(op, rejected)
         elif isinstance(op, AppendRows):
@@ -615,14 +641,10 @@ class MlflowSink:
             tables.setdefault((op.path, op.format), []).extend(op.rows)
         elif isinstance(op, LogArtifact):
             run_id = self._require_run(op.run)
-            try:
-                text = _dumps(op.content)
-            except (TypeError, ValueError) as error:
-                rejected.append(Rejection(op.run, op.path, f"not JSON: {error}"))
-            else:
-                self._call("log_text", run_id, text, op.path)
+            self._upload_texts(run_id, self._documents([op], rejected))
         elif isinstance(op, CloseRun):
-            self._close_run(op, rejected)
+            held = [ops[i] for i in step.indices[:-1]]
+            self._close_run(op, self._documents(held, rejected), rejected)
 
     def _open_run(self, op: OpenRun, rejected: list[Rejection]) -> None:
         if op.run in self._run_ids:
@@ -655,6 +677,8 @@ class MlflowSink:
             run_name=op.name,
         )
         self._run_ids[op.run] = run.info.run_id
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
+        self._run_names[run.info.run_id] = run.info.run_name
 
     def _reopen(self, run: str, status: str) -> None:
         """Continue a run that ended: RUNNING again, and its tables get appended to."""
@@ -682,6 +706,8 @@ class MlflowSink:
         if existing is None:
             return None
         self._run_ids[run] = existing.info.run_id
+        self._artifact_uris[existing.info.run_id] = existing.info.artifact_uri
+        self._run_names[existing.info.run_id] = existing.info.run_name
         try:
             logged = json.loads(existing.data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
         except ValueError:
@@ -690,11 +716,56 @@ class MlflowSink:
             self._logged_tables[run] = [e for e in logged if isinstance(e, dict)]
         return existing
 
-    def _close_run(self, op: CloseRun, rejected: list[Rejection]) -> None:
+    def _terminate(self, run_id: str, status: str, end_time: int | None) -> None:
+        """End a run with its status and end time, in one request.
+
+        ``MlflowClient.set_terminated`` first fetches the run (a round trip, on the run
+        end the eval waits for) only to print a link to it; this asks the client's store
+        to update the run directly and prints the same link from what the sink knows.
+        A client without that store (another MLflow) goes through ``set_terminated``.
+        """
+        store = getattr(getattr(self._client, "_tracking_client", None), "store", None)
+        update = getattr(store, "update_run_info", None)
+        if not callable(update):
+            self._call("set_terminated", run_id, status=status, end_time=end_time)
+            return
+        if self._cancelled:
+            raise SinkCancelled("the sink was cancelled; no further MLflow call")
+        self._count("set_terminated")
+        end = end_time or int(time.time() * 1000)
+        update(run_id, run_status=RunStatus.from_string(status), end_time=end, run_name=None)
+        self._announce(run_id)
+
+    def _announce(self, run_id: str) -> None:
+        """Print where the run is, as MLflow's client does when a run ends on a server."""
+        if not self._remote or self.tracking_uri.startswith("databricks"):
+            return
+        if MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get():
+            return
+        experiment = f"{self.tracking_uri.rstrip('/')}/#/experiments/{self._experiment_id}"
+        name = self._run_names.get(run_id) or run_id
+        sys.stdout.write(f"🏃 View run {name} at: {experiment}/runs/{run_id}\n")
+        sys.stdout.write(f"🧪 View experiment at: {experiment}\n")
+
+    @staticmethod
+    def _documents(ops: Sequence[Operation], rejected: list[Rejection]) -> list[tuple[str, str]]:
+        """``(text, path)`` of each ``LogArtifact``; a document that is not JSON is refused."""
+        uploads: list[tuple[str, str]] = []
+        for op in ops:
+            assert isinstance(op, LogArtifact)
+            try:
+                uploads.append((_dumps(op.content), op.path))
+            except (TypeError, ValueError) as error:
+                rejected.append(Rejection(op.run, op.path, f"not JSON: {error}"))
+        return uploads
+
+    def _close_run(
+        self, op: CloseRun, documents: list[tuple[str, str]], rejected: list[Rejection]
+    ) -> None:
         run_id = self._require_run(op.run)
         tables = self._tables.get(op.run, {})
         logged = list(self._logged_tables.get(op.run, []))
-        uploads: list[tuple[str, str]] = []
+        uploads: list[tuple[str, str]] = list(documents)
         for (path, fmt), rows in tables.items():
             if op.run in self._continued and (path, fmt) not in self._merged.get(op.run, set()):
                 # A continued run keeps the rows it wrote before: read them back first.
@@ -711,36 +782,78 @@ class MlflowSink:
             entry = {"path": path, "type": "table"}
             if fmt == "table" and entry not in logged:
                 logged.append(entry)
-        self._upload_texts(run_id, uploads)
+        tag = None
         if logged != self._logged_tables.get(op.run, []):
-            self._call("set_tag", run_id, LOGGED_ARTIFACTS_TAG, json.dumps(logged))
+            tag = json.dumps(logged)
+        self._upload_texts(run_id, uploads, logged_tag=tag)
+        if tag is not None:
             self._logged_tables[op.run] = logged
-        self._call("set_terminated", run_id, status=op.status, end_time=op.end_time_ms or None)
+        self._terminate(run_id, op.status, op.end_time_ms or None)
         self._tables.pop(op.run, None)
         self._merged.pop(op.run, None)
         self._closed.add(op.run)
 
-    def _upload_texts(self, run_id: str, uploads: list[tuple[str, str]]) -> None:
-        """Write each ``(text, path)`` as an artifact of the run.
+    def _upload_texts(
+        self, run_id: str, uploads: list[tuple[str, str]], *, logged_tag: str | None = None
+    ) -> None:
+        """Write each ``(text, path)`` as an artifact of the run, and the tables' tag.
 
-        The files are independent, so over HTTP they go up side by side: the run end,
-        which the eval waits for, then costs one round trip for all of a run's tables
-        instead of one per table. The first failure is raised after all were tried (a
-        retry writes them all again; an upload replaces the file).
+        The files (and ``mlflow.loggedArtifacts``, when ``logged_tag`` is given) are
+        independent, so over HTTP they go up side by side: the run end, which the eval
+        waits for, then costs one round trip for all of a run's documents and tables
+        instead of one each. The first failure is raised after all were tried (a retry
+        writes them all again; an upload replaces the file).
         """
-        if len(uploads) < 2 or not self._remote:
-            for text, path in uploads:
-                self._call("log_text", run_id, text, path)
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+            (self._log_text, (run_id, text, path)) for text, path in uploads
+        ]
+        if logged_tag is not None:  # first: it must not wait for a free upload thread
+            calls.insert(0, (self._call, ("set_tag", run_id, LOGGED_ARTIFACTS_TAG, logged_tag)))
+        if len(calls) < 2 or not self._remote:
+            for fn, args in calls:
+                fn(*args)
             return
-        if self._cancelled:
-            raise SinkCancelled("the sink was cancelled; no further MLflow call")
-        self.calls["log_text"] += len(uploads)
-        client = self._client
-        workers = min(len(uploads), MAX_PARALLEL_UPLOADS)
+        workers = min(len(calls), MAX_PARALLEL_UPLOADS)
         with ThreadPoolExecutor(workers, thread_name_prefix="inspect-mlflow-upload") as pool:
-            futures = [pool.submit(client.log_text, run_id, text, path) for text, path in uploads]
+            futures = [pool.submit(fn, *args) for fn, args in calls]
         for future in futures:
             future.result()
+
+    def _log_text(self, run_id: str, text: str, path: str) -> None:
+        """One artifact file, written through the run's artifact repository.
+
+        The repository is built from the artifact URI the run was created (or found)
+        with, as MLflow's client would build it after asking the server for the run: one
+        round trip less, on the run end the eval waits for. Runs whose URI this sink
+        has not seen, and Databricks (whose URIs carry a profile), go through the client.
+        """
+        if self._cancelled:
+            raise SinkCancelled("the sink was cancelled; no further MLflow call")
+        repo = self._artifact_repo(run_id)
+        if repo is None:
+            self._call("log_text", run_id, text, path)
+            return
+        self._count("log_text")
+        folder, _, name = path.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="inspect-mlflow-") as tmp:
+            local = os.path.join(tmp, name)
+            with open(local, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            repo.log_artifact(local, folder or None)
+
+    def _artifact_repo(self, run_id: str) -> Any:
+        uri = self._artifact_uris.get(run_id)
+        if uri is None or self.tracking_uri.startswith("databricks"):
+            return None
+        repo = self._artifact_repos.get(run_id)
+        if repo is None:
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            repo = get_artifact_repository(uri, tracking_uri=self.tracking_uri)
+            self._artifact_repos[run_id] = repo
+        return repo
 
     def _existing_rows(self, run_id: str, path: str, fmt: str) -> list[Any]:
         """The rows of a table or record file a run already has (none when absent)."""
@@ -849,7 +962,7 @@ class MlflowSink:
             raise SinkCancelled("the sink was cancelled; no traces sent")
         sender = self._traces()
         if sender is None:
-            self.calls["traces_skipped"] += len(step.indices)
+            self._count("traces_skipped", len(step.indices))
             return
         items: list[tuple[LogTrace, str]] = []
         missing: set[int] = set()
@@ -865,7 +978,7 @@ class MlflowSink:
                 where[id(op)] = index
         unknown = Refused("traces name a run that was never created", "unknown_run")
         if items:
-            self.calls["traces"] += len(items)
+            self._count("traces", len(items))
             try:
                 sender.send(items)
             except Exception as error:
