@@ -236,6 +236,27 @@ class Refused(Exception):
         self.kind = kind
 
 
+def _retry_later(
+    error: BaseException,
+    ops: Sequence[Operation],
+    pending: set[int],
+    failed: set[int],
+    rejected: list[Rejection],
+) -> SinkError:
+    """The error for a batch stopped by a transient failure: what to send again, what not."""
+    kind = classify(error)[1]
+    raised = SinkError(
+        f"MLflow call failed ({kind}): {_reason(error)}",
+        transient=True,
+        kind=kind,
+        pending=[ops[i] for i in sorted(pending - failed)],
+        failed=[ops[i] for i in sorted(failed)],
+        rejected=rejected,
+    )
+    raised.__cause__ = error
+    return raised
+
+
 def plan(ops: Sequence[Operation]) -> list[_Step]:
     """Group a batch into steps, merging a run's tags, params and metrics.
 
@@ -435,10 +456,10 @@ class MlflowSink:
         failed: set[int] = set()
         first_error: BaseException | None = None
         steps = plan(ops)
-        background: list[tuple[_Step, Future[_Outcome]]] = []
+        background: list[Future[_Outcome]] = []
         for position, step in enumerate(steps):
             if step.kind == "trace" and self._remote:
-                background.append((step, self._trace_lane().submit(self._settle, step, ops, [])))
+                background.append(self._trace_lane().submit(self._settle, step, ops, []))
                 continue
             refused, retry, error = self._settle(step, ops, rejected)
             failed |= refused
@@ -450,28 +471,12 @@ class MlflowSink:
             later = {i for step_ in steps[position + 1 :] for i in step_.indices}
             failed_late, pending_late, _ = self._join(background)
             failed |= failed_late
-            kind = classify(error)[1]
-            raise SinkError(
-                f"MLflow call failed ({kind}): {_reason(error)}",
-                transient=True,
-                kind=kind,
-                pending=[ops[i] for i in sorted((retry | later | pending_late) - failed)],
-                failed=[ops[i] for i in sorted(failed)],
-                rejected=rejected,
-            ) from error
+            raise _retry_later(error, ops, retry | later | pending_late, failed, rejected)
         failed_late, pending_late, error = self._join(background)
         failed |= failed_late
         if pending_late:
             assert error is not None
-            kind = classify(error)[1]
-            raise SinkError(
-                f"MLflow call failed ({kind}): {_reason(error)}",
-                transient=True,
-                kind=kind,
-                pending=[ops[i] for i in sorted(pending_late - failed)],
-                failed=[ops[i] for i in sorted(failed)],
-                rejected=rejected,
-            ) from error
+            raise _retry_later(error, ops, pending_late, failed, rejected)
         first_error = first_error or error
         if failed or rejected:
             kind = classify(first_error)[1] if first_error else "rejected"
@@ -498,7 +503,7 @@ class MlflowSink:
         return set(), set(), None
 
     @staticmethod
-    def _join(background: list[tuple[_Step, Future[_Outcome]]]) -> _Outcome:
+    def _join(background: list[Future[_Outcome]]) -> _Outcome:
         """Wait for the trace steps sent alongside; their outcomes folded into one.
 
         The error is the first transient one when any step is to be retried (it decides
@@ -508,7 +513,7 @@ class MlflowSink:
         retry: set[int] = set()
         transient: BaseException | None = None
         permanent: BaseException | None = None
-        for _, future in background:
+        for future in background:
             failed_, pending_, error = future.result()
             refused |= failed_
             retry |= pending_
