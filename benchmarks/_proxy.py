@@ -17,16 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 
-
-def _quick_ack(writer: asyncio.StreamWriter) -> None:
-    """Acknowledge what the server sends next without the kernel's 40 ms delay (Linux)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None and hasattr(socket, "TCP_QUICKACK"):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+from inspect_mlflow._quickack import quick_ack
 
 
 class DelayProxy:
@@ -123,7 +116,7 @@ class DelayProxy:
                     return
                 writer.write(data)
                 await writer.drain()
-                _quick_ack(writer)
+                quick_ack(writer.get_extra_info("socket"))
 
         sender = asyncio.ensure_future(send())
         try:

@@ -27,7 +27,8 @@ from typing import Any
 _MARK = "_inspect_mlflow_quickack"
 
 
-def _quick_ack(sock: Any) -> None:
+def quick_ack(sock: Any) -> None:
+    """Ask the kernel to acknowledge what ``sock`` receives next at once (Linux)."""
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
     except (AttributeError, OSError):
@@ -50,7 +51,7 @@ def enable_quick_acks() -> bool:
 
     @functools.wraps(original)
     def getresponse(self: HTTPConnection, *args: Any, **kwargs: Any) -> Any:
-        _quick_ack(self.sock)
+        quick_ack(self.sock)
         return original(self, *args, **kwargs)
 
     setattr(getresponse, _MARK, True)

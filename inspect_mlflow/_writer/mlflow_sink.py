@@ -571,10 +571,14 @@ class MlflowSink:
         return self._client_obj
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self._cancelled:
-            raise SinkCancelled("the sink was cancelled; no further MLflow call")
+        self._check_not_cancelled()
         self._count(name)
         return getattr(self._client, name)(*args, **kwargs)
+
+    def _check_not_cancelled(self) -> None:
+        """Raise :class:`SinkCancelled` once :meth:`cancel` was called: no call goes out."""
+        if self._cancelled:
+            raise SinkCancelled("the sink was cancelled; no further MLflow call")
 
     def _count(self, name: str, n: int = 1) -> None:
         """Count MLflow calls; uploads and the trace lane count from threads of their own."""
@@ -734,8 +738,7 @@ class MlflowSink:
         if not callable(update):
             self._call("set_terminated", run_id, status=status, end_time=end_time)
             return
-        if self._cancelled:
-            raise SinkCancelled("the sink was cancelled; no further MLflow call")
+        self._check_not_cancelled()
         self._count("set_terminated")
         end = end_time or int(time.time() * 1000)
         update(run_id, run_status=RunStatus.from_string(status), end_time=end, run_name=None)
@@ -832,8 +835,7 @@ class MlflowSink:
         round trip less, on the run end the eval waits for. Runs whose URI this sink
         has not seen, and Databricks (whose URIs carry a profile), go through the client.
         """
-        if self._cancelled:
-            raise SinkCancelled("the sink was cancelled; no further MLflow call")
+        self._check_not_cancelled()
         repo = self._artifact_repo(run_id)
         if repo is None:
             self._call("log_text", run_id, text, path)
@@ -963,8 +965,7 @@ class MlflowSink:
         The sender reports the traces that did not land (``failed`` items) and whether
         that was transient; only those are retried or failed, the rest landed.
         """
-        if self._cancelled:
-            raise SinkCancelled("the sink was cancelled; no traces sent")
+        self._check_not_cancelled()
         sender = self._traces()
         if sender is None:
             self._count("traces_skipped", len(step.indices))
