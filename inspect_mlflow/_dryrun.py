@@ -19,7 +19,7 @@ What it flags:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +34,7 @@ from inspect_mlflow._mapping.model import (
     ObjectExpr,
     Rule,
 )
+from inspect_mlflow._pipeline import Pipeline, environment_secrets
 from inspect_mlflow._runtime.engine import Engine, Problem, Problems
 from inspect_mlflow._runtime.keys import TRUNCATION_MARKER
 from inspect_mlflow._runtime.operations import (
@@ -430,6 +431,7 @@ def dry_run(
     log_artifacts: bool = True,
     traces: bool = True,
     max_spans: int = 1000,
+    secrets: Sequence[str] | None = None,
 ) -> DryRunReport:
     """Replay one log through ``mapping`` and report what would be written.
 
@@ -440,6 +442,8 @@ def dry_run(
             records and artifacts out.
         traces: As ``INSPECT_MLFLOW_TRACES``: False leaves traces out.
         max_spans: As ``INSPECT_MLFLOW_TRACE_MAX_SPANS``, for the over-limit check.
+        secrets: Credential values to mask in what the report shows, through the live
+            path's scrub step (None: those of the environment, as the hook would mask).
 
     Returns:
         The report.
@@ -462,6 +466,7 @@ def dry_run(
     clock = LogClock()
     engine = _WatchingEngine(mapping, log_artifacts=log_artifacts, clock=clock)
     capture = _Capture(max_spans)
+    pipeline = Pipeline(capture.send, environment_secrets() if secrets is None else secrets)
     points = mapping.points()
     fired: set[str] = set()
 
@@ -474,7 +479,7 @@ def dry_run(
         ops = engine.handle(item.point, context(item.point, item.data, **item.ids))
         if not traces:
             ops = [op for op in ops if not isinstance(op, LogTrace)]
-        capture.send(ops)
+        pipeline.emit(ops)
 
     feed(run_start_point([header]))
     try:
@@ -486,7 +491,7 @@ def dry_run(
 
     problems = sorted(engine.problems.placed.values(), key=lambda f: (f.kind, f.where))
     problems.extend(capture.findings.values())
-    return DryRunReport(
+    report = DryRunReport(
         mapping=list(mapping.files),
         log=str(log),
         runs=list(capture.runs.values()),
@@ -494,6 +499,8 @@ def dry_run(
         gave_nothing=_gave_nothing(mapping, engine),
         never_applied=_never_applied(mapping, engine, fired),
     )
+    # The engine's messages may quote a value too: mask the whole report once more.
+    return pipeline.scrubber.value(report) if pipeline.scrubber else report
 
 
 def _gave_nothing(mapping: CompiledMapping, engine: _WatchingEngine) -> list[dict[str, str]]:

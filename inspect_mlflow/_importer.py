@@ -42,6 +42,7 @@ from inspect_ai import hooks as inspect_hooks
 
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._pipeline import Pipeline, environment_secrets
 from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.operations import OpenRun, Operation
 from inspect_mlflow._runtime.views import context
@@ -611,6 +612,8 @@ class Importer:
             sink = self._mlflow_sink(resume=not force)
         self.sink = sink
         self.writer = BackgroundWriter(sink)
+        self.pipeline = Pipeline(self.writer.emit, settings.secrets)
+        """The live path's chain (scrub -> writer): an import stores no credential either."""
         if lookup is None and not force:
             lookup = self._mlflow_sink(resume=False)
         self.lookup = lookup
@@ -658,6 +661,8 @@ class Importer:
         report = ImportReport()
 
         def settle(outcome: LogOutcome) -> None:
+            if self.pipeline.scrubber:  # a reason may quote a log's content or a URL
+                outcome = self.pipeline.scrubber.value(outcome)
             report.outcomes.append(outcome)
             if on_log is not None:
                 on_log(outcome)
@@ -668,11 +673,13 @@ class Importer:
         for path, reason in missing:
             settle(LogOutcome(path, "failed", reason))
         try:
-            for group in self._groups(files, settle):
-                self._import_run(group, settle)
+            with self.pipeline.scrubbing_logs():
+                for group in self._groups(files, settle):
+                    self._import_run(group, settle)
         finally:
             report.delivered = self.writer.shutdown(max(self.settings.flush_timeout, 60.0))
-            report.problems = self.engine.problem_summary() + self.writer.problem_summary()
+            problems = self.engine.problem_summary() + self.writer.problem_summary()
+            report.problems = [self.pipeline.scrubber.text(line) for line in problems]
         return report
 
     # -- steps ------------------------------------------------------------------------
@@ -816,7 +823,7 @@ class Importer:
         ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
         if not ops:
             return
-        self.writer.emit(ops)
+        self.pipeline.emit(ops)
         self._pending += len(ops)
         if self._pending >= self.flush_every:
             self.writer.flush(max(self.settings.flush_timeout, 60.0))
@@ -851,6 +858,8 @@ def run_import_command(args: argparse.Namespace, console: Any = None) -> int:
         tracking_uri=uri,
         experiment_name=args.experiment or settings.experiment_name,
         mapping_path=args.mapping or settings.mapping_path,
+        # A password in --tracking-uri is a credential too.
+        secrets=(*settings.secrets, *environment_secrets(uri)),
     )
     try:
         mapping = load_mapping(settings.mapping_path)

@@ -243,6 +243,7 @@ def replay_file(
 def _replay_spool(
     spool: SpoolFile, tracking_uri: str | None, batch_size: int, backoff: float
 ) -> FileResult:
+    from inspect_mlflow._pipeline import Pipeline, environment_secrets
     from inspect_mlflow._writer.mlflow_sink import MlflowSink
     from inspect_mlflow._writer.reachability import Reachability
     from inspect_mlflow._writer.sink import SinkError
@@ -250,7 +251,10 @@ def _replay_spool(
     uri = tracking_uri or spool.tracking_uri
     if not uri or not spool.experiment_name:
         return FileResult(spool.path, "invalid", message="the file names no tracking URI")
-    ops = order_for_replay(spool.ops)
+    # The live path's scrub step: a file spooled by an older version, or written while
+    # another credential was set, must not deliver the credentials of this environment.
+    scrub = Pipeline(None, environment_secrets(uri)).scrub
+    ops = order_for_replay(scrub(list(spool.ops)))
     progress = read_progress(spool.path)
     start = progress.get("next", 0) if isinstance(progress.get("next"), int) else 0
     start = max(0, min(start, len(ops)))
@@ -406,22 +410,29 @@ def replay(
     Raises:
         SpoolError: Another replay of the same directory is running.
     """
+    from inspect_mlflow._pipeline import Pipeline, environment_secrets
+
     files = list_spool_files(directory)
     if not files:
         out(f"nothing to replay in {directory}")
         return []
+    pipeline = Pipeline(None, environment_secrets(tracking_uri))
+
+    def say(line: str) -> None:  # an error or a refused value may quote a credential
+        out(pipeline.scrubber.text(line))
+
     results: list[FileResult] = []
-    with replay_lock(directory) as free:
+    with replay_lock(directory) as free, pipeline.scrubbing_logs():
         if not free:
             raise SpoolError(f"another replay of {directory} is running")
         for path in files:
             result = replay_file(path, tracking_uri=tracking_uri, batch_size=batch_size)
             results.append(result)
-            out(_line(result))
+            say(_line(result))
             for run, key, reason in result.rejected[:20]:
-                out(f"  rejected: {key!r} on {run}: {reason}")
+                say(f"  rejected: {key!r} on {run}: {reason}")
             if len(result.rejected) > 20:
-                out(f"  ... and {len(result.rejected) - 20} more rejected value(s)")
+                say(f"  ... and {len(result.rejected) - 20} more rejected value(s)")
     return results
 
 

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from inspect_mlflow import _autolog
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._pipeline import Pipeline
 from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.operations import Operation
 from inspect_mlflow._runtime.views import context
-from inspect_mlflow._secrets import Scrubber, ScrubFilter
+from inspect_mlflow._secrets import ScrubFilter
 from inspect_mlflow._worker import SerialWorker
 from inspect_mlflow._writer.writer import BackgroundWriter
 
@@ -124,9 +125,6 @@ class Session(AutologOwner):
 
         assert settings.tracking_uri is not None
         self.public_uri = public_uri(settings.tracking_uri)
-        self.scrubber = Scrubber(settings.secrets)
-        self._scrub_filter = ScrubFilter(self.scrubber)
-        self._scrubbed_loggers = self._scrub_filter.attach() if self.scrubber else []
         self.spool = SpoolWriter(
             settings.spool_dir or default_spool_dir(),
             tracking_uri=settings.tracking_uri,
@@ -145,6 +143,11 @@ class Session(AutologOwner):
             on_failure=self.undelivered.on_failure,
             on_sent=self.undelivered.on_sent,
         )
+        # The one chain of every path (see _pipeline): scrub -> track undelivered -> writer.
+        self.pipeline = Pipeline(self.writer.emit, settings.secrets, track=self.undelivered.track)
+        self.scrubber = self.pipeline.scrubber
+        self._scrub_filter = ScrubFilter(self.scrubber)
+        self._scrubbed_loggers = self._scrub_filter.attach() if self.scrubber else []
         self._gave_up = False
 
     def _divert(self) -> None:
@@ -227,11 +230,7 @@ class Session(AutologOwner):
         self._emit(ops)
 
     def _emit(self, ops: list[Operation]) -> None:
-        if ops:
-            if self.scrubber:
-                ops = self.scrubber.ops(ops)
-            self.undelivered.track(ops)
-            self.writer.emit(ops)
+        self.pipeline.emit(ops)
 
     def close_open_runs(self, status: str) -> None:
         """Queue the closing of every run still open, after the points queued before it.

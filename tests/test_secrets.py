@@ -319,3 +319,150 @@ def test_the_log_filter_masks_messages_arguments_and_tracebacks(caplog):
     text = caplog.text
     assert TOKEN not in text
     assert "token is ***" in text and "failed with ***" in text
+
+
+# -- the same scrubber on every path (issue 15) ------------------------------------------
+#
+# A mock model echoes ``os.environ["MLFLOW_TRACKING_TOKEN"]`` in its output and the input
+# holds the token: the log on disk has it (Inspect does not mask it), and every path that
+# turns that log, or a spool file, into writes or printed text must mask it.
+
+
+def echo_token(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
+    """Mock model: answers with the tracking token of its environment (or the planted one)."""
+    import os
+
+    from inspect_ai.model import ModelOutput, ModelUsage
+
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN") or TOKEN
+    output = ModelOutput.from_content(model="mockllm/model", content=f"5, and my token is {token}")
+    output.usage = ModelUsage(input_tokens=10, output_tokens=5, total_tokens=15)
+    return output
+
+
+def echo_task() -> Any:
+    from inspect_ai import Task
+    from inspect_ai.dataset import Sample
+    from inspect_ai.scorer import includes
+    from inspect_ai.solver import generate
+
+    samples = [
+        Sample(id=1, input=f"What is 2 + 3? (my token is {TOKEN})", target="5"),
+        Sample(id=2, input="What is 1 + 4?", target="5", metadata={"note": TOKEN}),
+    ]
+    return Task(name="echo_token", dataset=samples, solver=[generate()], scorer=includes())
+
+
+@pytest.fixture(scope="module")
+def token_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An eval log whose input, output and metadata hold the token (the hook was off)."""
+    from inspect_ai import eval as inspect_eval
+
+    log_dir = tmp_path_factory.mktemp("token-logs")
+    off = {"MLFLOW_TRACKING_URI": None, "INSPECT_MLFLOW_TRACKING_URI": None}
+    with env(**off, MLFLOW_TRACKING_TOKEN=TOKEN):
+        [log] = inspect_eval(
+            echo_task(),
+            model="mockllm/model",
+            model_args={"custom_outputs": echo_token},
+            log_dir=str(log_dir),
+            display="none",
+        )
+    assert log.status == "success"
+    assert log.samples and TOKEN in log.samples[0].output.completion, "the model echoed it"
+    return Path(log.location)
+
+
+def fresh_store(root: Path, template: Path) -> tuple[Path, str]:
+    import shutil
+
+    root.mkdir(parents=True)
+    shutil.copyfile(template, root / "mlflow.db")
+    return root, f"sqlite:///{root / 'mlflow.db'}"
+
+
+def run_in(directory: Path, argv: list[str]) -> tuple[int, str]:
+    """``main(argv)`` with the working directory (where sqlite puts artifacts) set."""
+    import contextlib
+    import io
+    import os
+
+    out = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = main(argv)
+    finally:
+        os.chdir(cwd)
+    return code, out.getvalue()
+
+
+def test_import_stores_no_token(token_log, tmp_path, _sqlite_template, capsys):
+    from mlflow import MlflowClient
+
+    store, uri = fresh_store(tmp_path / "store", _sqlite_template)
+    experiment = new_experiment_name("secrets-import")
+    with captured_logs() as logs, env(MLFLOW_TRACKING_TOKEN=TOKEN):
+        code, printed = run_in(
+            store, ["import", str(token_log), "--tracking-uri", uri, "--experiment", experiment]
+        )
+    assert code == 0, printed
+    assert "1 imported" in printed
+    assert files_containing(store, (TOKEN,)) == {}
+    assert TOKEN not in printed + "".join(capsys.readouterr())
+    assert not [r for r in logs.records if TOKEN in r.getMessage()]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    [task] = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "echo_token"]
+    assert len(client.get_metric_history(task.info.run_id, "sample/includes")) == 2, "landed"
+    assert files_containing(store, ("my token is ***",)), "masked, not dropped"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_dry_run_prints_no_token(token_log, fmt, capsys):
+    with env(MLFLOW_TRACKING_TOKEN=TOKEN):
+        main(["check", "--format", fmt, "--log", str(token_log)])
+    out = capsys.readouterr()
+    assert TOKEN not in out.out + out.err
+    if fmt == "json":
+        assert "***" in out.out, "the masked values are still shown"
+
+
+def test_replay_of_a_spool_file_with_the_token_stores_none(tmp_path, _sqlite_template, capsys):
+    """The eval ran without the token in its environment (nothing to mask then), with the
+    server down: its spool file holds the token. A replay where the token is set masks it."""
+    from mlflow import MlflowClient
+
+    spool_dir = tmp_path / "spool"
+    experiment = new_experiment_name("secrets-replay")
+    [log] = run_logged(
+        echo_task(),
+        "http://127.0.0.1:9",  # nothing listens: every write goes to the spool
+        experiment,
+        log_dir=str(tmp_path / "logs"),
+        model="mockllm/model",
+        model_args={"custom_outputs": echo_token},
+        extra_env={
+            "MLFLOW_TRACKING_TOKEN": None,
+            "INSPECT_MLFLOW_SPOOL_DIR": str(spool_dir),
+            "INSPECT_MLFLOW_FLUSH_TIMEOUT": "3",
+            "INSPECT_MLFLOW_DELIVERY": "thread",
+        },
+    )
+    assert log.status == "success"
+    files = list_spool_files(spool_dir)
+    assert files and any(TOKEN.encode() in p.read_bytes() for p in files), "spooled as is"
+
+    store, uri = fresh_store(tmp_path / "store", _sqlite_template)
+    with env(MLFLOW_TRACKING_TOKEN=TOKEN):
+        code, printed = run_in(
+            store, ["replay", "--spool-dir", str(spool_dir), "--tracking-uri", uri]
+        )
+    assert code == 0, printed
+    assert list_spool_files(spool_dir) == []
+    assert files_containing(store, (TOKEN,)) == {}
+    assert TOKEN not in printed + "".join(capsys.readouterr())
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert len(client.search_runs([exp.experiment_id])) == 2, "everything else landed"
