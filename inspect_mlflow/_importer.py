@@ -16,6 +16,11 @@ delivers), ``sample_scoring``, ``sample_attempt_end``, ``sample_end``; ``task_en
 ``model_usage``, ``model_cache_usage`` and ``before_model_generate`` are rebuilt from
 model events; ``model_retry`` and the eval-set points are not in a log and never fire.
 
+A log already in MLflow is skipped, unless its summary gives metric keys its runs lack:
+then it was scored after it was logged (``inspect score`` calls no lifecycle hook) and
+its runs are updated, replayed in full with what they hold already left out (see
+``Importer._only_new``).
+
 Memory stays bounded with thousands of logs: a first pass keeps a few strings per
 file, then one run's headers and one sample at a time are held while its writes are
 queued, and the writer is flushed every few thousand operations.
@@ -44,7 +49,14 @@ from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._pipeline import Pipeline, environment_secrets
 from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import OpenRun, Operation
+from inspect_mlflow._runtime.operations import (
+    CloseRun,
+    LogMetrics,
+    LogTrace,
+    Metric,
+    OpenRun,
+    Operation,
+)
 from inspect_mlflow._runtime.views import context
 
 __all__ = [
@@ -528,7 +540,8 @@ class LogOutcome:
 
     path: str
     status: str
-    """``imported``, ``skipped`` or ``failed``."""
+    """``imported``, ``updated`` (already there; its new scores were added), ``skipped``
+    or ``failed``."""
     detail: str = ""
 
 
@@ -624,6 +637,16 @@ class Importer:
         """Runs this command opened (with ``force`` only the first open is a new run)."""
         self._continues: set[str] = set()
         """Eval ids of logs that continue a run already in MLflow or opened here."""
+        self._found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        """Eval id -> (runs found by key, keys that continue) of logs already in MLflow."""
+        self._updating = False
+        """True while a run with logs to update is replayed (see :meth:`_only_new`)."""
+        self._existing: dict[str, Any] = {}
+        """Logical key -> the MLflow run it already has, for the runs being updated."""
+        self._stored: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
+        """(MLflow run id, metric key) -> its stored points, read once per update."""
+        self._unassessed: dict[str, set[str]] = {}
+        """MLflow run id -> ids of its traces without any assessment, for an update."""
 
     def _mlflow_sink(self, *, resume: bool) -> Any:
         from inspect_mlflow._writer.mlflow_sink import MlflowSink
@@ -718,14 +741,24 @@ class Importer:
         if not headers:
             return
         todo: list[tuple[str, Any]] = []
+        updates: dict[str, str] = {}
+        """Path -> what MLflow lacks, for logs already there with scores it does not have."""
         for path, header in headers:
             reason = self._skip_reason(header, [h for _, h in headers])
+            lacking = self._lacking(header) if reason and header.status != "started" else []
+            if lacking and self._found[header.eval.eval_id][1]:
+                reason += "; its new scores are not imported (not supported for eval sets yet)"
+            elif lacking:
+                more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+                updates[path] = f"added what its runs lacked: {', '.join(lacking[:5])}{more}"
+                reason = ""
             if reason:
                 settle(LogOutcome(path, "skipped", reason))
             else:
                 todo.append((path, header))
         if not todo:
             return
+        self._updating = bool(updates)
         all_headers = [h for _, h in headers]
         failed_before = self.writer.stats["ops_failed"]
         outcomes: list[LogOutcome] = []
@@ -735,15 +768,22 @@ class Importer:
                 reused = header.eval.eval_id in self._continues
                 for item in task_points(path, header, self.points, skip_reused=reused):
                     self._feed(item)
-                outcomes.append(LogOutcome(path, "imported"))
+                if path in updates:
+                    outcomes.append(LogOutcome(path, "updated", updates[path]))
+                else:
+                    outcomes.append(LogOutcome(path, "imported"))
             except LogReadError as err:
                 outcomes.append(LogOutcome(path, "failed", f"{err.reason}; partly imported"))
         self._feed(run_end_point(all_headers))
         self.writer.flush(max(self.settings.flush_timeout, 60.0))
         self._pending = 0
+        self._updating = False
+        self._existing.clear()
+        self._stored.clear()
+        self._unassessed.clear()
         lost = self.writer.stats["ops_failed"] - failed_before
         for outcome in outcomes:
-            if lost and outcome.status == "imported":
+            if lost and outcome.status in ("imported", "updated"):
                 outcome = LogOutcome(
                     outcome.path, "failed", f"{lost} write(s) of its run were not delivered"
                 )
@@ -772,6 +812,7 @@ class Importer:
             self._continues.add(eval_id)
         if not keys or len(found) < len(keys):
             return ""
+        self._found[eval_id] = (found, continued)
         started = _task_started(header)
         for key in continued:
             run = found[key]
@@ -793,6 +834,130 @@ class Importer:
             point, ctx = "run_start", context("run_start", run_start_point(run_headers).data)
             keys = self.engine.run_keys(point, ctx)
         return keys, self.engine.run_keys(point, ctx, resumable=True)
+
+    def _lacking(self, header: Any) -> list[str]:
+        """Metric keys the log's summary gives that its runs in MLflow do not have.
+
+        Why: a log scored after it was logged (``eval(score=False)``, then ``inspect
+        score``) is already in the experiment, but without its scores; Inspect calls no
+        hook while it scores. Its header alone (task start and end, no samples) is run
+        through a scratch engine of the same mapping: a summary metric key that a found
+        run lacks (``match/accuracy``) says the log has scores MLflow has not seen. Only
+        keys are compared: values that count samples are not known without them.
+        """
+        found = self._found.get(header.eval.eval_id, ({}, []))[0]
+        if not found:
+            return []
+        scratch = Engine(self.mapping, log_artifacts=False, traces=False, clock=LogClock())
+        ids, extra = _ids(header), _extra_ids(header)
+        start = _make(inspect_hooks.TaskStart, **ids, spec=header.eval, plan=header.plan)
+        items = [
+            run_start_point([header]),
+            Replayed("task_start", start, None, extra),
+            Replayed("task_end", inspect_hooks.TaskEnd(**ids, log=header), None, extra),
+        ]
+        lacking: list[str] = []
+        for item in items:
+            if item.point not in self.points:
+                continue
+            for op in scratch.handle(item.point, context(item.point, item.data, **item.ids)):
+                run = found.get(op.run)
+                if run is None or not isinstance(op, LogMetrics):
+                    continue
+                held = run.data.metrics
+                lacking += [m.key for m in op.metrics if m.key not in held and m.key not in lacking]
+        return lacking
+
+    def _only_new(self, ops: list[Operation]) -> list[Operation]:
+        """While updating runs already in MLflow: leave out what they hold already.
+
+        Metric points MLflow has (same key, step and value) are dropped; a point whose
+        step holds another value is sent one millisecond after the stored ones, so it
+        is the one shown. A run close keeps the run's end time. The rest is idempotent
+        (params, tags, artifacts; tables are rewritten whole from the log; a trace is
+        sent again under its own id and only its missing assessments are added).
+        """
+        kept: list[Operation] = []
+        for op in ops:
+            if isinstance(op, OpenRun) and op.run not in self._existing:
+                found = self.lookup.find_runs([op.run]) if self.lookup is not None else {}
+                if op.run in found:
+                    self._existing[op.run] = found[op.run]
+            run = self._existing.get(op.run)
+            if run is None:
+                kept.append(op)
+            elif isinstance(op, LogMetrics):
+                new = self._new_points(run, op)
+                if new is not None:
+                    kept.append(new)
+            elif isinstance(op, CloseRun) and run.info.end_time:
+                kept.append(dataclasses.replace(op, end_time_ms=run.info.end_time))
+            elif isinstance(op, LogTrace):
+                self._replace_unscored_trace(run, op)
+                kept.append(op)
+            else:
+                kept.append(op)
+        return kept
+
+    def _replace_unscored_trace(self, run: Any, op: LogTrace) -> None:
+        """Delete the stored trace ``op`` re-sends when it has no assessment at all.
+
+        Why: the trace of an unscored sample holds the empty ``scorers`` span of
+        ``eval(score=False)``, which ``inspect score`` replaced by one with the scorers;
+        sent again over it, the trace would show both. A trace that has assessments
+        (someone's feedback among them, maybe) is kept: the re-send only adds the
+        missing ones.
+        """
+        from mlflow.tracing.client import TracingClient
+
+        from inspect_mlflow._writer.traces import trace_id_for
+
+        assert self.settings.tracking_uri is not None
+        run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        client = TracingClient(self.settings.tracking_uri)
+        if run_id not in self._unassessed:
+            ids: set[str] = set()
+            token = None
+            while True:
+                page = client.search_traces(
+                    locations=[experiment_id],
+                    run_id=run_id,
+                    include_spans=False,
+                    max_results=500,
+                    page_token=token,
+                )
+                ids.update(t.info.trace_id for t in page if not t.info.assessments)
+                token = page.token
+                if not token:
+                    break
+            self._unassessed[run_id] = ids
+        trace_id = trace_id_for(op.trace_key, run_id)
+        if trace_id in self._unassessed[run_id]:
+            client.delete_traces(experiment_id, trace_ids=[trace_id])
+            self._unassessed[run_id].discard(trace_id)
+
+    def _new_points(self, run: Any, op: LogMetrics) -> LogMetrics | None:
+        """``op`` without the points ``run`` holds; None when none is left."""
+        kept: list[Metric] = []
+        for metric in op.metrics:
+            if metric.key not in run.data.metrics:
+                kept.append(metric)
+                continue
+            where = (run.info.run_id, metric.key)
+            if where not in self._stored:
+                self._stored[where] = self.lookup.metric_points(*where)
+            stored = self._stored[where]
+            at_step = [(t, v) for step, t, v in stored if step == metric.step]
+            if any(math.isclose(v, float(metric.value), rel_tol=1e-9) for _, v in at_step):
+                continue
+            if at_step:
+                later = max(t for t, _ in at_step) + 1
+                metric = dataclasses.replace(metric, timestamp_ms=max(metric.timestamp_ms, later))
+            stored.append((metric.step, metric.timestamp_ms, float(metric.value)))
+            kept.append(metric)
+        if not kept:
+            return None
+        return op if len(kept) == len(op.metrics) else LogMetrics(op.run, tuple(kept))
 
     def _prepare(self, point: str, ctx: Mapping[str, Any]) -> None:
         """Give runs this point continues the state they were closed with in MLflow.
@@ -821,6 +986,8 @@ class Importer:
             self._prepare(item.point, ctx)
         ops: list[Operation] = self.engine.handle(item.point, ctx)
         ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
+        if self._updating:
+            ops = self._only_new(ops)
         if not ops:
             return
         self.pipeline.emit(ops)
@@ -894,8 +1061,9 @@ def run_import_command(args: argparse.Namespace, console: Any = None) -> int:
             args.paths, on_total=on_total, on_log=on_log
         )
 
+    updated = f"{report.count('updated')} updated, " if report.count("updated") else ""
     print(
-        f"inspect-mlflow import: {report.count('imported')} imported, "
+        f"inspect-mlflow import: {report.count('imported')} imported, {updated}"
         f"{report.count('skipped')} skipped, {report.count('failed')} failed "
         f"-> experiment '{settings.experiment_name}' at {uri}"
     )
