@@ -53,7 +53,6 @@ from inspect_mlflow._runtime.operations import (
     CloseRun,
     LogMetrics,
     LogTrace,
-    Metric,
     OpenRun,
     Operation,
 )
@@ -643,8 +642,6 @@ class Importer:
         """True while a run with logs to update is replayed (see :meth:`_only_new`)."""
         self._existing: dict[str, Any] = {}
         """Logical key -> the MLflow run it already has, for the runs being updated."""
-        self._stored: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
-        """(MLflow run id, metric key) -> its stored points, read once per update."""
         self._unassessed: dict[str, set[str]] = {}
         """MLflow run id -> ids of its traces without any assessment, for an update."""
 
@@ -779,7 +776,6 @@ class Importer:
         self._pending = 0
         self._updating = False
         self._existing.clear()
-        self._stored.clear()
         self._unassessed.clear()
         lost = self.writer.stats["ops_failed"] - failed_before
         for outcome in outcomes:
@@ -871,9 +867,8 @@ class Importer:
     def _only_new(self, ops: list[Operation]) -> list[Operation]:
         """While updating runs already in MLflow: leave out what they hold already.
 
-        Metric points MLflow has (same key, step and value) are dropped; a point whose
-        step holds another value is sent one millisecond after the stored ones, so it
-        is the one shown. A run close keeps the run's end time. The rest is idempotent
+        Only the metrics a run lacks are sent (see :meth:`_new_points`); a run close
+        keeps the run's end time. The rest is idempotent
         (params, tags, artifacts; tables are rewritten whole from the log; a trace is
         sent again under its own id and only its missing assessments are added).
         """
@@ -936,28 +931,19 @@ class Importer:
             client.delete_traces(experiment_id, trace_ids=[trace_id])
             self._unassessed[run_id].discard(trace_id)
 
-    def _new_points(self, run: Any, op: LogMetrics) -> LogMetrics | None:
-        """``op`` without the points ``run`` holds; None when none is left."""
-        kept: list[Metric] = []
-        for metric in op.metrics:
-            if metric.key not in run.data.metrics:
-                kept.append(metric)
-                continue
-            where = (run.info.run_id, metric.key)
-            if where not in self._stored:
-                self._stored[where] = self.lookup.metric_points(*where)
-            stored = self._stored[where]
-            at_step = [(t, v) for step, t, v in stored if step == metric.step]
-            if any(math.isclose(v, float(metric.value), rel_tol=1e-9) for _, v in at_step):
-                continue
-            if at_step:
-                later = max(t for t, _ in at_step) + 1
-                metric = dataclasses.replace(metric, timestamp_ms=max(metric.timestamp_ms, later))
-            stored.append((metric.step, metric.timestamp_ms, float(metric.value)))
-            kept.append(metric)
+    @staticmethod
+    def _new_points(run: Any, op: LogMetrics) -> LogMetrics | None:
+        """``op`` without the points of metrics ``run`` has; None when none is left.
+
+        A metric the run has is left as it is, whatever the log says: its steps count
+        samples in the order they completed, and a live run saw them complete in an order
+        the log's times need not reproduce, so a point-by-point comparison would add
+        reordered points, not new ones.
+        """
+        kept = tuple(m for m in op.metrics if m.key not in run.data.metrics)
         if not kept:
             return None
-        return op if len(kept) == len(op.metrics) else LogMetrics(op.run, tuple(kept))
+        return op if len(kept) == len(op.metrics) else LogMetrics(op.run, kept)
 
     def _prepare(self, point: str, ctx: Mapping[str, Any]) -> None:
         """Give runs this point continues the state they were closed with in MLflow.

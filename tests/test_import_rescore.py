@@ -83,8 +83,9 @@ def rescored(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -
     experiment = new_experiment_name("rescore")
     logs = root / "logs"
     with in_dir(root):
+        # Samples run side by side: the live steps follow the order the hook saw them end.
         [unscored] = run_logged(
-            demo_task(SAMPLES), uri, experiment, log_dir=str(logs), max_samples=1, score=False
+            demo_task(SAMPLES), uri, experiment, log_dir=str(logs), max_samples=3, score=False
         )
         [scored] = run_logged(
             demo_task(SAMPLES, name="scored_addition"),
@@ -111,6 +112,7 @@ def rescored(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -
     assert score.returncode == 0, score.stdout + score.stderr
     after_score = dict(client.get_run(task.info.run_id).data.metrics)
 
+    before = snapshot(client, uri, experiment)
     first = run_cli(root, "import", str(logs), "--tracking-uri", uri, "--experiment", experiment)
     state = snapshot(client, uri, experiment)
     second = run_cli(root, "import", str(logs), "--tracking-uri", uri, "--experiment", experiment)
@@ -122,6 +124,7 @@ def rescored(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -
         "score_output": score.stdout + score.stderr,
         "logged_live": logged_live,
         "after_score": after_score,
+        "before": before,
         "first": first,
         "second": second,
         "state": state,
@@ -166,12 +169,16 @@ def test_summary_metrics_equal_the_rescored_log(rescored: dict[str, Any]) -> Non
             assert [(m.step, m.value) for m in history] == [(0, pytest.approx(metric.value))]
     for key, value in rescored["logged_live"].items():
         assert task.data.metrics[key] == value, f"{key} changed"
+    [(run_id, before)] = [(k, v) for k, v in rescored["before"].items() if k == task.info.run_id]
+    after = rescored["state"][run_id]["metrics"]
+    assert {k: after[k] for k in before["metrics"]} == before["metrics"], "no point added"
 
 
 def test_per_sample_metrics_equal_the_rescored_log(rescored: dict[str, Any]) -> None:
     client, log = rescored["client"], rescored["log"]
     task = rescored["runs"]["demo_addition"]
-    in_order = sorted(log.samples, key=lambda s: s.completed_at)  # max_samples=1: the steps
+    # The import's steps: the samples in the order the log says they completed.
+    in_order = sorted(log.samples, key=lambda s: (s.completed_at, s.started_at, s.epoch, s.id))
     for scorer in ("match", "includes"):
         history = client.get_metric_history(task.info.run_id, f"sample/{scorer}")
         got = sorted((m.step, m.value) for m in history)
