@@ -253,11 +253,11 @@ def aborted(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     return scenario
 
 
-def test_an_aborted_task_is_failed_and_its_parent_finished(aborted: Scenario) -> None:
+def test_an_aborted_task_is_failed_and_so_is_its_parent(aborted: Scenario) -> None:
     run, [parent] = aborted.run("flaky_addition"), aborted.parents()
     assert run.info.status == "FAILED"
     assert run.info.end_time is not None
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FAILED"
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 

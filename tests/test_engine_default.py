@@ -337,7 +337,7 @@ def test_failing_task_without_task_end_is_closed_failed_at_run_end(failing: Repl
     closes = failing.of(CloseRun)
     assert [(c.run, c.status) for c in closes] == [
         (failing.task_key, "FAILED"),
-        (failing.eval_key, "FINISHED"),
+        (failing.eval_key, "FAILED"),  # a task of it failed
     ]
     # everything collected for the task was handed over before it closed
     samples = failing.rows("inspect/samples.json")
@@ -369,7 +369,7 @@ def test_orphan_task_closed_from_the_run_logs_gets_summary(failing: Replay) -> N
     result = replay(rec, points=iter(points))
     assert [(c.run, c.status) for c in result.of(CloseRun)] == [
         (result.task_key, "FAILED"),
-        (result.eval_key, "FINISHED"),
+        (result.eval_key, "FAILED"),
     ]
     [task_row] = result.rows("inspect/tasks.json")
     assert task_row["status"] == "error"
