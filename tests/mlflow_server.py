@@ -90,6 +90,13 @@ class MlflowServer:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return Counter((m.group(1), m.group(2)) for m in _ACCESS_LINE.finditer(text))
 
+    def responses(self) -> Counter[tuple[str, str, int]]:
+        """Requests served so far, counted by ``(method, path, status code)``."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return Counter(
+            (m.group(1), m.group(2), int(m.group(3))) for m in _ACCESS_LINE.finditer(text)
+        )
+
     def count(self, path_suffix: str, method: str | None = None) -> int:
         """Requests whose path ends with ``path_suffix`` (and use ``method``, if given)."""
         return sum(
@@ -143,6 +150,9 @@ def start_mlflow_server(
     port: int | None = None,
     app_name: str | None = None,
     extra_env: dict[str, str] | None = None,
+    backend_store_uri: str | None = None,
+    artifacts_destination: str | None = None,
+    workers: int = 1,
 ) -> MlflowServer:
     """Start a server under ``root`` and wait until ``GET /health`` answers ``OK``.
 
@@ -152,6 +162,9 @@ def start_mlflow_server(
         port: Port to listen on (default: a free one).
         app_name: ``--app-name`` (for example ``basic-auth``).
         extra_env: Variables for the server process (for example auth settings).
+        backend_store_uri: Where runs are stored (default: a sqlite file under ``root``).
+        artifacts_destination: Where served artifacts go (default: ``root/artifacts``).
+        workers: Server worker processes.
 
     Raises:
         RuntimeError: The server exited or did not become healthy within ``timeout``;
@@ -171,12 +184,12 @@ def start_mlflow_server(
         "--port",
         str(port),
         "--backend-store-uri",
-        f"sqlite:///{root / 'server.db'}",
+        backend_store_uri or f"sqlite:///{root / 'server.db'}",
         "--serve-artifacts",
         "--artifacts-destination",
-        str(artifacts),
+        artifacts_destination or str(artifacts),
         "--workers",
-        "1",
+        str(workers),
     ]
     if app_name:
         command += ["--app-name", app_name]
