@@ -9,6 +9,7 @@ short-lived loops, so all shared state sits behind the session's lock.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from inspect_ai._util.error import PrerequisiteError
-from inspect_ai.hooks import Hooks, TaskEnd
+from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd
 
 from inspect_mlflow._config import Settings, SettingsError, fingerprint, load_settings
 from inspect_mlflow._mapping import MappingInvalid, load_mapping
@@ -54,6 +55,12 @@ class MlflowTrackingHook(Hooks):
         # eval_id but one task id, which the hook adds to each point's context.
         self._task_ids: dict[str, tuple[str, str]] = {}
         self._said_resume = False
+        # Per task (all its attempts): (sample id, epoch) -> (eval_id, run_id) of samples
+        # whose start fired and whose end has not. Inspect cancels the samples in flight
+        # when a task aborts, also those already written to the log, whose end then
+        # never fires (an eval set's retry reuses them without ending them either).
+        self._unended: dict[tuple[str, ...], dict[tuple[Any, int], tuple[str, str]]] = {}
+        self._said_reconcile = False
 
     # -- activation -------------------------------------------------------------------
 
@@ -183,9 +190,82 @@ class MlflowTrackingHook(Hooks):
         self._dispatch("task_start", data)
 
     async def on_task_end(self, data: Any) -> None:
-        """Close the task run."""
+        """Log the samples the task's log has but whose end never fired; close the task run."""
         self._open_tasks.pop(data.eval_id, None)
+        await self._reconcile(data.eval_set_id, data.run_id, data.eval_id, data.log)
         self._dispatch("task_end", data)
+
+    def _task_key(self, eval_set_id: str | None, eval_id: str) -> tuple[str, ...]:
+        """One key for every attempt of a task (an eval set gives each a new eval_id)."""
+        known = self._task_ids.get(eval_id)
+        return (eval_set_id, known[1]) if eval_set_id and known else (eval_id,)
+
+    async def on_sample_start(self, data: Any) -> None:
+        """Remember the sample until its end (see :meth:`_reconcile`)."""
+        summary = data.summary
+        unended = self._unended.setdefault(self._task_key(data.eval_set_id, data.eval_id), {})
+        unended[(summary.id, summary.epoch)] = (data.eval_id, data.run_id)
+        if "sample_start" in self._resume_points:
+            await self._prepare("sample_start", data)
+        self._dispatch("sample_start", data)
+
+    async def on_sample_end(self, data: Any) -> None:
+        """Evaluate the mapping's rules for ``sample_end``; the sample has ended."""
+        unended = self._unended.get(self._task_key(data.eval_set_id, data.eval_id))
+        if unended:
+            unended.pop((data.sample.id, data.sample.epoch), None)
+        if "sample_end" in self._resume_points:
+            await self._prepare("sample_end", data)
+        self._dispatch("sample_end", data)
+
+    async def _reconcile(
+        self, eval_set_id: str | None, run_id: str, eval_id: str, log: Any
+    ) -> None:
+        """Feed ``sample_end`` for samples of the task's log that started but never ended.
+
+        Only samples that started in this process are candidates (ones reused from an
+        earlier eval_set() call were logged, or reconciled, by that call). They are read
+        from the log file off the event loop, bounded by the flush timeout, and handed to
+        the mapping in the order they completed, as if their end had fired.
+        """
+        unended = self._unended.pop(self._task_key(eval_set_id, eval_id), None)
+        location = getattr(log, "location", None)
+        if not unended or not location or "sample_end" not in self._points:
+            return
+        session = self._session_for("sample_end")
+        if session is None:
+            return
+        read = contextvars.Context().run  # no async-library context: Inspect's sync reader
+        loop = asyncio.get_running_loop()
+        try:
+            # Shielded: an interrupted run ends inside a cancelled scope (bounded anyway).
+            with anyio.CancelScope(shield=True):
+                samples = await asyncio.wait_for(
+                    loop.run_in_executor(None, read, _read_samples, str(location), set(unended)),
+                    timeout=session.settings.flush_timeout,
+                )
+        except Exception as err:
+            if not self._said_reconcile:
+                self._said_reconcile = True
+                logger.warning(
+                    "inspect-mlflow: could not read %s for samples whose end never fired "
+                    "(they are not logged): %r",
+                    location,
+                    err,
+                )
+            return
+        for sample in samples:
+            started_in, started_run = unended[(sample.id, sample.epoch)]
+            self._dispatch(
+                "sample_end",
+                SampleEnd(
+                    eval_set_id=eval_set_id,
+                    run_id=started_run,
+                    eval_id=started_in,
+                    sample_id=sample.uuid or "",
+                    sample=sample,
+                ),
+            )
 
     async def on_run_end(self, data: Any) -> None:
         """Close tasks whose task_end never fired, then the run; deliver and report."""
@@ -201,6 +281,7 @@ class MlflowTrackingHook(Hooks):
                 orphan = TaskEnd(
                     eval_set_id=data.eval_set_id, run_id=data.run_id, eval_id=eval_id, log=log
                 )
+                await self._reconcile(data.eval_set_id, data.run_id, eval_id, log)
                 self._dispatch("task_end", orphan)
         for eval_id, run_id in list(self._open_tasks.items()):
             if run_id == data.run_id:
@@ -209,6 +290,9 @@ class MlflowTrackingHook(Hooks):
         for eval_id, (run_id, _) in list(self._task_ids.items()):
             if run_id == data.run_id:
                 del self._task_ids[eval_id]
+        for key, unended in list(self._unended.items()):
+            if any(run_id == data.run_id for _, run_id in unended.values()):
+                del self._unended[key]
         await self._finish_run()
 
     async def _finish_run(self) -> None:
@@ -226,6 +310,21 @@ class MlflowTrackingHook(Hooks):
                 await anyio.to_thread.run_sync(session.close, timeout)
                 if self._session is session:
                     self._session = None
+
+
+def _read_samples(location: str, wanted: set[tuple[Any, int]]) -> list[Any]:
+    """The samples ``wanted`` (id, epoch) that the log at ``location`` holds, by completion.
+
+    Runs in a worker thread: the summaries say which are there, then only those are read.
+    """
+    from inspect_ai.log import read_eval_log_sample, read_eval_log_sample_summaries
+
+    found = [s for s in read_eval_log_sample_summaries(location) if (s.id, s.epoch) in wanted]
+    found.sort(key=lambda s: (str(s.completed_at or s.started_at or ""), str(s.id), s.epoch))
+    return [
+        read_eval_log_sample(location, id=s.id, epoch=s.epoch, resolve_attachments=True)
+        for s in found
+    ]
 
 
 def _prestart_delivery() -> None:
