@@ -409,6 +409,7 @@ def test_import_stores_no_token(token_log, tmp_path, _sqlite_template, capsys):
         )
     assert code == 0, printed
     assert "1 imported" in printed
+    assert list((store / "mlruns").rglob("samples.json")), "the tables are in the store"
     assert files_containing(store, (TOKEN,)) == {}
     assert TOKEN not in printed + "".join(capsys.readouterr())
     assert not [r for r in logs.records if TOKEN in r.getMessage()]
@@ -461,8 +462,45 @@ def test_replay_of_a_spool_file_with_the_token_stores_none(tmp_path, _sqlite_tem
         )
     assert code == 0, printed
     assert list_spool_files(spool_dir) == []
+    assert list((store / "mlruns").rglob("samples.json")), "the tables are in the store"
     assert files_containing(store, (TOKEN,)) == {}
     assert TOKEN not in printed + "".join(capsys.readouterr())
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     assert len(client.search_runs([exp.experiment_id])) == 2, "everything else landed"
+
+
+@pytest.mark.parametrize("delivery", ["process", "thread"])
+def test_live_logging_stores_no_echoed_token(delivery, tmp_path, _sqlite_template, capsys):
+    """The same echo, logged live in both delivery modes (the chain the others now share)."""
+    from mlflow import MlflowClient
+
+    store, uri = fresh_store(tmp_path / "store", _sqlite_template)
+    experiment = new_experiment_name(f"secrets-live-{delivery}")
+    # Its artifacts in the store, whatever the working directory of a delivery process
+    # an earlier test started.
+    artifacts = store / "mlruns"
+    MlflowClient(tracking_uri=uri).create_experiment(experiment, artifacts.as_uri())
+    with captured_logs() as logs, recorded_emits() as emitted:
+        [log] = run_logged(
+            echo_task(),
+            uri,
+            experiment,
+            log_dir=str(tmp_path / "logs"),
+            model="mockllm/model",
+            model_args={"custom_outputs": echo_token},
+            extra_env={
+                "MLFLOW_TRACKING_TOKEN": TOKEN,
+                "INSPECT_MLFLOW_DELIVERY": delivery,
+                "INSPECT_MLFLOW_SPOOL_DIR": str(tmp_path / "spool"),
+            },
+        )
+    assert log.status == "success"
+    assert TOKEN in (log.samples or [])[0].output.completion
+    if delivery == "thread":
+        assert emitted, "the writes went through this process"
+    assert files_containing(store, (TOKEN,)) == {}
+    assert files_containing(store, ("my token is ***",)), "masked, not dropped"
+    assert list((store / "mlruns").rglob("samples.json")), "the tables are in the store"
+    assert not [r for r in logs.records if TOKEN in r.getMessage()]
+    assert TOKEN not in "".join(capsys.readouterr())
