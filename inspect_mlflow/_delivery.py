@@ -27,6 +27,7 @@ from typing import Any
 
 from inspect_mlflow._quickack import enable_quick_acks
 from inspect_mlflow._wire import Channel
+from inspect_mlflow._writer.reachability import own_http_retries
 
 
 class _Forward(logging.Handler):
@@ -81,6 +82,7 @@ class DeliveryProcess:
         # MLflow reads its own variables (credentials, timeouts) from the environment.
         os.environ.clear()
         os.environ.update(environ)
+        own_http_retries()  # after the eval's environment: the writer retries, not MLflow
         os.chdir(cwd)
         logging.getLogger().setLevel(level)
         self._handler.setLevel(level)

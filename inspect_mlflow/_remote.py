@@ -31,6 +31,7 @@ from typing import Any
 from inspect_mlflow._config import Settings
 from inspect_mlflow._forking import reinit_after_fork
 from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._notice import notice
 from inspect_mlflow._runtime.relevance import PointFilter
 from inspect_mlflow._runtime.views import context, to_json
 from inspect_mlflow._session import AutologOwner
@@ -294,7 +295,11 @@ class RemoteSession(AutologOwner):
                 answer["error"] = DeliveryUnavailable("the delivery process is not running")
                 return
             try:
-                answer["value"] = self._process.request(kind, *args, timeout=timeout)
+                # The delivery process spends up to ``timeout`` itself (a run end waiting
+                # for a server coming back): its answer comes after that, not before.
+                answer["value"] = self._process.request(
+                    kind, *args, timeout=timeout + REPLY_GRACE
+                )
             except Exception as err:
                 answer["error"] = err
 

@@ -1,18 +1,28 @@
 """A fast "is the tracking server there?" check, so a dead server never blocks the writer.
 
 Why: MLflow's REST client retries inside every call (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``
-= 7 with backoff factor 2, a 120 s timeout per attempt), so one call against a server
-that is down blocks its thread for about four minutes. MLflow offers no per-client
-setting for this: its ``http_request`` reads those environment variables on every call,
-and changing them would change every MLflow client of the user's process.
+= 7, backoff factor 2, a 120 s timeout per attempt). A call that meets a dead server
+sleeps 4, 8, 16, 32, 64 s between its attempts *whatever the server does meanwhile*: a
+server back after 8 s is first asked again 16 s later, and a run end waiting on such a
+call runs out its flush timeout and spools writes a live server would have taken (issue
+15: "a server restart sends the eval's data to the spool").
 
-So before each batch the sink asks :meth:`Reachability.check`: one ``GET <uri>/health``
-with no retries and a short timeout. Any HTTP answer except 429 and 5xx means the server
-is there (a 404 from a proxy or a 401 still proves it listens); a refused connection, a
-timeout or 429/5xx raises :class:`ServerUnreachable`, which the writer treats like any
-transient failure: back off, try again, spool at the end. MLflow's own retries then only
-matter when a server dies *during* a batch; the writer's shutdown deadline abandons such
-a call (see ``writer.py``).
+So retries belong to the writer, which knows the outage:
+
+- before each batch the sink asks :meth:`Reachability.check`: one ``GET <uri>/health``
+  with no retries and a short timeout. Any HTTP answer except 429 and 5xx means the
+  server is there (a 404 from a proxy or a 401 still proves it listens); a refused
+  connection, a timeout or 429/5xx raises :class:`ServerUnreachable`, which the writer
+  treats like any transient failure. A server that does not answer at all is probed
+  again every :data:`PROBE_INTERVAL` seconds (a refused connection costs nothing), so
+  delivery resumes within about that long of the server answering again; a server that
+  answers 429/5xx gets the writer's growing backoff instead, to spare it;
+- the delivery process, which is ours alone, switches MLflow's own retries off
+  (:data:`WRITER_OWNS_RETRIES`, applied by :func:`own_http_retries`): a call that fails
+  fails at once and the writer's probe decides when to try again. In the eval's process
+  (``INSPECT_MLFLOW_DELIVERY=thread``) those variables are the user's and are left alone,
+  so a call that was in flight when the server died still waits out MLflow's retries
+  there (see ``docs/reliability.md``).
 
 Only ``http``/``https`` tracking URIs are checked; other stores (``sqlite:``,
 ``databricks``, files) are local or reached through other clients.
@@ -20,7 +30,8 @@ Only ``http``/``https`` tracking URIs are checked; other stores (``sqlite:``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,14 +40,45 @@ import requests
 from inspect_mlflow._runtime.operations import Operation
 from inspect_mlflow._writer.sink import SinkError
 
-__all__ = ["ProbingSink", "Reachability", "ServerUnreachable"]
+__all__ = [
+    "PROBE_INTERVAL",
+    "WRITER_OWNS_RETRIES",
+    "ProbingSink",
+    "Reachability",
+    "ServerUnreachable",
+    "own_http_retries",
+]
+
+PROBE_INTERVAL = 1.0
+"""Seconds between two health checks of a server that does not answer at all."""
+
+WRITER_OWNS_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+"""MLflow settings of the delivery process: its client makes each request once and the
+writer retries (see the module docstring)."""
+
+
+def own_http_retries(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Let the writer own retries in a process that is ours alone (the delivery process).
+
+    Called after the process took the eval's environment: MLflow reads these variables on
+    every request, so this must come last.
+    """
+    environ.update(WRITER_OWNS_RETRIES)
 
 
 class ServerUnreachable(ConnectionError):
-    """The tracking server did not answer its health check (transient)."""
+    """The tracking server did not answer its health check (transient).
+
+    ``retry_after`` is how soon to check again: :data:`PROBE_INTERVAL` when nothing
+    answered (cheap to ask again), None when the server answered 429/5xx (back off).
+    """
 
     kind = "server_unreachable"
     transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = PROBE_INTERVAL) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Reachability:
@@ -75,7 +117,9 @@ class Reachability:
         status = response.status_code
         response.close()
         if status == 429 or status >= 500:
-            raise ServerUnreachable(f"{_host(self.url)} answers HTTP {status} to its health check")
+            raise ServerUnreachable(
+                f"{_host(self.url)} answers HTTP {status} to its health check", retry_after=None
+            )
 
     def close(self) -> None:
         """Drop pooled connections."""
@@ -113,7 +157,13 @@ class ProbingSink:
         try:
             self.probe.check()
         except ServerUnreachable as error:
-            raise SinkError(str(error), transient=True, kind=error.kind, pending=ops) from None
+            raise SinkError(
+                str(error),
+                transient=True,
+                kind=error.kind,
+                pending=ops,
+                retry_after=error.retry_after,
+            ) from None
         self.sink.send(ops)
 
     def cancel(self) -> None:

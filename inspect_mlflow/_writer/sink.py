@@ -46,6 +46,7 @@ class SinkError(Exception):
         pending: Sequence[Operation] = (),
         failed: Sequence[Operation] = (),
         rejected: Sequence[Rejection] = (),
+        retry_after: float | None = None,
     ) -> None:
         """Describe a partly delivered batch.
 
@@ -58,6 +59,9 @@ class SinkError(Exception):
             failed: Operations that can never be delivered by this sink as they are.
             rejected: Single values refused by the backend while the rest of their
                 operation landed.
+            retry_after: Seconds after which a retry is worth it at the latest (a probe
+                of a server that did not answer: asking again is cheap); None lets the
+                writer's backoff decide.
         """
         super().__init__(message)
         self.transient = transient
@@ -65,6 +69,7 @@ class SinkError(Exception):
         self.pending: tuple[Operation, ...] = tuple(pending)
         self.failed: tuple[Operation, ...] = tuple(failed)
         self.rejected: tuple[Rejection, ...] = tuple(rejected)
+        self.retry_after = retry_after
 
 
 class Sink(Protocol):

@@ -6,11 +6,30 @@ One named daemon thread wakes every ``schedule_delay`` seconds, or as soon as a 
 batch waits, takes everything queued and hands it to the sink in order, in batches of
 at most ``max_batch_size`` operations.
 
+**The delivery contract** (``docs/reliability.md``; tested against a real server that is
+SIGKILLed and restarted at every stage of an eval):
+
+- *While the eval runs*, an outage of any length never sends later writes to the spool.
+  They wait in memory (at most ``max_queue_size``; only the excess is handed on) while
+  the batch at the head is retried. The session passes a ``retry_timeout`` longer than
+  any eval, so no per-batch deadline expires mid-run.
+- *A down server is probed cheaply* and delivery resumes within about two seconds of
+  it answering again: a failure that says how soon a retry is worth it
+  (``SinkError.retry_after``: the sink's health check found nothing listening) caps the
+  backoff at that; other transient failures (HTTP 5xx, 429) back off exponentially, with
+  jitter, up to ``max_backoff``. MLflow's own retries inside one call, which sleep for
+  minutes whatever the server does, are switched off where the process is ours (see
+  ``reachability.py``).
+- *At the run end* the caller flushes with its flush timeout: the writer keeps
+  retrying while the server answers, and only what is still undelivered when
+  :meth:`BackgroundWriter.shutdown`'s deadline passes goes to ``on_failure`` (the
+  spool), which tells the user where.
+
 What the sink cannot deliver is never dropped silently:
 
-- transient failures (connection refused, timeout, HTTP 5xx or 429) are retried with
-  exponential backoff and jitter, for at most ``retry_timeout`` seconds per batch and
-  never past the deadline of :meth:`BackgroundWriter.shutdown`;
+- transient failures (connection refused, timeout, HTTP 5xx or 429) are retried as
+  above, for at most ``retry_timeout`` seconds per batch and never past the deadline of
+  :meth:`BackgroundWriter.shutdown`;
 - single values the backend refuses reach ``on_rejected(run, key, reason)`` while the
   rest of their batch lands;
 - operations that cannot be delivered reach ``on_failure(ops, error)`` as plain
@@ -28,7 +47,6 @@ Two ways out when the backend is gone, so the evaluation never waits on it:
   is neither sent on nor reported again. The one request in flight may still land
   later; a replay of the spooled copy is idempotent, so that costs no duplicate.
 """
-
 from __future__ import annotations
 
 import logging
@@ -503,7 +521,7 @@ class BackgroundWriter:
             now = time.monotonic()
             if first_failure is None:
                 first_failure = now
-            if not self._wait_before_retry(attempt, first_failure):
+            if not self._wait_before_retry(attempt, first_failure, last_error):
                 self._fail(pending, last_error or RuntimeError("delivery failed"))
                 return
             attempt += 1
@@ -527,10 +545,19 @@ class BackgroundWriter:
     def _delivered_count(sent: list[Operation], error: SinkError) -> int:
         return max(0, len(sent) - len(error.pending) - len(error.failed))
 
-    def _wait_before_retry(self, attempt: int, first_failure: float) -> bool:
-        """Sleep the backoff delay; False when the retry would land past a deadline."""
+    def _wait_before_retry(
+        self, attempt: int, first_failure: float, error: BaseException | None = None
+    ) -> bool:
+        """Sleep the backoff delay; False when the retry would land past a deadline.
+
+        A failure with a ``retry_after`` (a server that did not answer its health check)
+        caps the delay: asking again is cheap, and the server may be back any moment.
+        """
         delay = min(self._max_backoff, self._backoff * (2**attempt))
         delay *= random.uniform(0.5, 1.0)
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
+            delay = min(delay, max(0.0, float(retry_after)))
         now = time.monotonic()
         retry_at = now + delay
         deadline = first_failure + self._retry_timeout
