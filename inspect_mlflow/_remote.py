@@ -246,7 +246,7 @@ class RemoteSession(AutologOwner):
         if not self._said_gone:
             self._said_gone = True
             why = err if isinstance(err, DeliveryUnavailable) else f"sending failed: {err!r}"
-            logger.warning(
+            notice(
                 "inspect-mlflow: %s; what this run logs from now on is lost. Set "
                 "INSPECT_MLFLOW_DELIVERY=thread to deliver from the eval's process.",
                 why,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from inspect_mlflow import _autolog
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._notice import notice
 from inspect_mlflow._pipeline import Pipeline
 from inspect_mlflow._runtime.engine import Engine
 from inspect_mlflow._runtime.operations import Operation
@@ -322,4 +323,5 @@ class Session(AutologOwner):
                 if not delivered
                 else ""
             )
-            logger.warning("inspect-mlflow: MLflow did not take every write%s: %s", why, spooled)
+            # A notice: it must reach the terminal with display="none" too.
+            notice("inspect-mlflow: MLflow did not take every write%s: %s", why, spooled)
