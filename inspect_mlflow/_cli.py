@@ -22,6 +22,7 @@ __all__ = [
     "build_parser",
     "main",
     "register_check",
+    "register_compare",
     "register_demo",
     "register_import",
     "register_replay",
@@ -319,11 +320,19 @@ def register_replay(subparsers: Any) -> None:
     parser.set_defaults(handler=_run_replay)
 
 
+def register_compare(subparsers: Any) -> None:
+    """Add ``inspect-mlflow compare`` (the paired statistics live in ``_compare``)."""
+    from inspect_mlflow._compare.command import register
+
+    register(subparsers)
+
+
 COMMANDS: list[Callable[[Any], None]] = [
     register_demo,
     register_check,
     register_import,
     register_replay,
+    register_compare,
 ]
 """Every ``register_<name>`` function; the order is the order in ``--help``."""
 

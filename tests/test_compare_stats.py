@@ -144,7 +144,8 @@ def test_bootstrap_agrees_loosely_with_t_and_is_seeded() -> None:
     b = {str(i): [min(1.0, (i * 37 % 11) / 10 + (i % 4) * 0.05)] for i in range(40)}
     first = compare_scores({"s": a}, {"s": b}).get("s")
     again = compare_scores({"s": a}, {"s": b}).get("s")
-    assert (first.bootstrap_low, first.bootstrap_high) == (again.bootstrap_low, again.bootstrap_high)
+    assert first.bootstrap_low == again.bootstrap_low
+    assert first.bootstrap_high == again.bootstrap_high
     width = first.ci_high - first.ci_low
     assert first.bootstrap_low < first.diff < first.bootstrap_high
     assert first.bootstrap_low == pytest.approx(first.ci_low, abs=0.15 * width)
