@@ -70,6 +70,7 @@ _SHALLOW_FUNCTIONS = frozenset(
         "max_by",
         "min_by",
         "index_by",
+        "group_by",
         "get",
     }
 )
@@ -477,6 +478,58 @@ class MappingFunctions(Functions):
         if obj is None or key is None:
             return None
         return obj.get(to_text(key))
+
+    @signature({"types": ["array", "null"]})
+    def _func_unique(self, values: list[Any] | None) -> list[Any]:
+        """The array without repeated values, first occurrences kept in order.
+
+        Two tasks run with two models each are named twice in a run's task list.
+
+        >>> jmespath.search("unique(@)", ["qa", "qa", "math", 1, 1], OPTIONS)
+        ['qa', 'math', 1]
+        """
+        seen: set[str] = set()
+        out: list[Any] = []
+        for value in values or ():
+            text = json.dumps(value, sort_keys=True, default=str)
+            if text not in seen:
+                seen.add(text)
+                out.append(value)
+        return out
+
+    @signature({"types": ["array", "null"]}, {"types": ["expref"]})
+    def _func_group_by(self, values: list[Any] | None, expref: Any) -> dict[str, list[Any]]:
+        """An object of lists: the elements grouped by the text of ``&expr``, in order.
+
+        Tells the first element of each group (``group.value[0]``) where a filter cannot
+        (JMESPath has no lexical scope): the primary epoch reducer of a scorer is the
+        first of its results. Elements whose key is null are left out; null gives ``{}``.
+
+        >>> scores = [{"name": "m", "r": "mean"}, {"name": "m", "r": "max"}, {"name": "n"}]
+        >>> jmespath.search("group_by(@, &name).m[].r", scores, OPTIONS)
+        ['mean', 'max']
+        """
+        out: dict[str, list[Any]] = {}
+        for value in values or ():
+            key = expref.visit(expref.expression, value)
+            if key is not None:
+                out.setdefault(to_text(key), []).append(value)
+        return out
+
+    @signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_replace(self, text: str | None, old: str, new: str) -> str | None:
+        """``text`` with every ``old`` replaced by ``new``; null stays null.
+
+        A run name such as ``qa (mockllm/model)`` becomes one artifact file name.
+
+        >>> jmespath.search("replace(@, '/', '_')", "qa (mockllm/model)", OPTIONS)
+        'qa (mockllm_model)'
+        """
+        if text is None:
+            return None
+        if not old:
+            raise FunctionValueError("replace", "old must not be empty")
+        return text.replace(old, new)
 
 
 @dataclass(frozen=True, slots=True)

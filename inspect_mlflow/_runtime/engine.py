@@ -17,6 +17,7 @@ that rule element) and is counted in :attr:`Engine.problems` with where it came 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import time
@@ -41,7 +42,13 @@ from inspect_mlflow._mapping.model import (
     Where,
 )
 from inspect_mlflow._runtime.expr_compiler import Evaluator, is_false
-from inspect_mlflow._runtime.keys import MAX_KEY_LENGTH, safe_key, to_text, truncate_text
+from inspect_mlflow._runtime.keys import (
+    MAX_KEY_LENGTH,
+    safe_key,
+    safe_path,
+    to_text,
+    truncate_text,
+)
 from inspect_mlflow._runtime.operations import (
     RUN_STATE_PATH,
     AppendRows,
@@ -80,17 +87,26 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "rejected_value",
     "no_run",
     "key_collision",
+    "step_reused",
 )
 """What the engine counts: an expression that raised; a value MLflow cannot take (a
 metric that is text, a null trace key, ...); a rule whose run is not open; two keys that
-became one MLflow-safe key in a run (the later one gets a hash suffix)."""
+became one MLflow-safe key in a run (the later one gets a hash suffix); a metric key
+written twice at one step of a run with different values (MLflow keeps both points and
+shows whichever it sorts last, so a headline number may be the wrong one)."""
 
 _PROBLEM_NOUNS = {
     "expression_error": "expression errors",
     "rejected_value": "rejected values",
     "no_run": "rules with no open run",
     "key_collision": "key collisions",
+    "step_reused": "metric steps written twice with different values",
 }
+
+_STEP_VALUES_KEPT = 64
+"""Values remembered per metric key and run (steps are all remembered, as ranges)."""
+
+_UNKNOWN = object()
 
 _SAFE_CACHE_LIMIT = 20_000
 
@@ -152,6 +168,62 @@ class _Run:
     """(namespace, original key) -> the suffixed key it was given after a collision."""
     resume: bool = False
     """Opened with a truthy ``resume``: kept (parked) when closed, so it can continue."""
+    context: Any = None
+    """The context that opened the run, as plain JSON: ``run.parent.context`` of its
+    children (kept only for kinds that are some kind's parent)."""
+    points: dict[str, _Points] = field(default_factory=dict)
+    """Metric key -> the steps it was written at, to catch a step written twice."""
+
+
+class _Points:
+    """The steps one metric key was written at in one run, and (some of) their values.
+
+    Steps are kept as sorted disjoint ranges, so a counter's steps (0, 1, 2, ...) cost
+    one range however many points there are; values are kept for the first
+    ``_STEP_VALUES_KEPT`` steps and for the latest one. The common case (a step past the
+    latest) is a comparison and an assignment.
+    """
+
+    __slots__ = ("top", "top_value", "ranges", "values")
+
+    def __init__(self, step: int, value: float) -> None:
+        self.top = step
+        self.top_value = value
+        self.ranges: list[list[int]] = [[step, step]]
+        self.values: dict[int, float] = {step: value}
+
+    def add(self, step: int, value: float) -> Any:
+        """Record a point; the value already at ``step`` (``_UNKNOWN`` if forgotten), else None."""
+        if step > self.top:
+            last = self.ranges[-1]
+            if step == last[1] + 1:
+                last[1] = step
+            else:
+                self.ranges.append([step, step])
+            self.top, self.top_value = step, value
+            if len(self.values) < _STEP_VALUES_KEPT:
+                self.values[step] = value
+            return None
+        if step == self.top:
+            return self.top_value
+        ranges = self.ranges
+        at = bisect.bisect_right(ranges, [step, _INT_MAX]) - 1
+        if at >= 0 and ranges[at][0] <= step <= ranges[at][1]:
+            return self.values.get(step, _UNKNOWN)
+        if at >= 0 and ranges[at][1] == step - 1:
+            ranges[at][1] = step
+            if at + 1 < len(ranges) and ranges[at + 1][0] == step + 1:
+                ranges[at][1] = ranges.pop(at + 1)[1]
+        elif at + 1 < len(ranges) and ranges[at + 1][0] == step + 1:
+            ranges[at + 1][0] = step
+        else:
+            ranges.insert(at + 1, [step, step])
+        if len(self.values) < _STEP_VALUES_KEPT:
+            self.values[step] = value
+        return None
+
+
+_INT_MAX = 2**63
 
 
 _COMPUTED = frozenset({"counter", "series", "run"})
@@ -216,7 +288,20 @@ class _Doc(LazyView):
         if key == "series":
             return {name: run.series.get(name, []) for name in self._engine.series_names}
         if key == "run":
-            return {"kind": run.spec.kind, "key": run.key, "name": run.name}
+            parent = self._engine._runs.get(run.parent) if run.parent else None
+            return {
+                "kind": run.spec.kind,
+                "key": run.key,
+                "name": run.name,
+                "parent": None
+                if parent is None
+                else {
+                    "kind": parent.spec.kind,
+                    "key": parent.key,
+                    "name": parent.name,
+                    "context": parent.context,
+                },
+            }
         return self._base.get(key, _MISSING)
 
 
@@ -285,9 +370,12 @@ class Engine:
         self.resume_points: frozenset[str] = mapping.resume_points()
         """Points that may open a resumable run (their state may need :meth:`restore`)."""
         self._safe_cache: dict[str, str] = {}
+        self._path_cache: dict[str, str] = {}
+        """Artifact paths keep Unicode letters (:func:`safe_path`); keys do not."""
         self._epoch_ns = _epoch_ns_function()
         self._evaluator = Evaluator(OPTIONS)
 
+        self._parent_kinds = frozenset(s.parent for s in mapping.runs.values() if s.parent)
         depth = {kind: self._depth(kind) for kind in mapping.runs}
         by_depth = sorted(mapping.runs.values(), key=lambda spec: depth[spec.kind])
         self._opens: dict[str, tuple[RunSpec, ...]] = {}
@@ -463,6 +551,8 @@ class Engine:
                 )
                 parent = None
         run = _Run(spec=spec, key=key, name=None, parent=parent, resume=resume)
+        if spec.kind in self._parent_kinds:
+            run.context = to_json(ctx)
         if resume:
             self._carry_over(run)
         doc = _Doc(ctx, self, run, {})
@@ -489,7 +579,7 @@ class Engine:
         parked = self._parked.pop(run.key, None)
         if parked is not None:
             run.counters, run.series, run.seen = parked.counters, parked.series, parked.seen
-            run.keys, run.renamed = parked.keys, parked.renamed
+            run.keys, run.renamed, run.points = parked.keys, parked.renamed, parked.points
             return
         saved = self._saved.pop(run.key, None) or {}
         counters = saved.get("counters")
@@ -685,7 +775,26 @@ class Engine:
                 self.problems.add("rejected_value", expr.where, f"{original}: {number.reason}")
                 continue
             key = self._safe(run, "metric", original, template.where)
+            points = run.points.get(key)
+            if points is None:
+                run.points[key] = _Points(step, number)
+            else:
+                earlier = points.add(step, number)
+                if earlier is not None and earlier != number:
+                    self._step_reused(run, key, step, earlier, number, template.where)
             out.metrics.append(Metric(key, number, step, now_ms))
+
+    def _step_reused(
+        self, run: _Run, key: str, step: int, earlier: Any, value: float, where: Where
+    ) -> None:
+        """Count a metric point that lands on a step already holding another value."""
+        was = "another value" if earlier is _UNKNOWN else repr(earlier)
+        self.problems.add(
+            "step_reused",
+            where,
+            f"{key!r} written twice at step {step} of {run.key} ({was}, then {value!r}); "
+            "MLflow shows only one of them",
+        )
 
     def _text_entry(
         self,
@@ -916,15 +1025,17 @@ class Engine:
         renamed = run.renamed.get((space, original))
         if renamed is not None:
             return renamed
-        safe = self._safe_cache.get(original)
+        is_path = space == "artifact"
+        cache = self._path_cache if is_path else self._safe_cache
+        safe = cache.get(original)
         if safe is None:
-            if len(self._safe_cache) >= _SAFE_CACHE_LIMIT:
-                self._safe_cache.clear()
-            safe = self._safe_cache[original] = safe_key(original)
+            if len(cache) >= _SAFE_CACHE_LIMIT:
+                cache.clear()
+            safe = cache[original] = safe_path(original) if is_path else safe_key(original)
         owner = run.keys.setdefault((space, safe), original)
         if owner == original:
             return safe
-        alt = _suffixed(safe, original, is_path=space == "artifact")
+        alt = _suffixed(safe, original, is_path=is_path)
         run.renamed[(space, original)] = alt
         run.keys.setdefault((space, alt), original)
         self.problems.add(
@@ -991,7 +1102,8 @@ def _suffixed(safe: str, original: str, *, is_path: bool) -> str:
         head, slash, last = safe.rpartition("/")
         stem, dot, ext = last.rpartition(".")
         if dot and stem:
-            return safe_key(f"{head}{slash}{stem}{suffix}.{ext}")
+            return safe_path(f"{head}{slash}{stem}{suffix}.{ext}")
+        return safe_path(safe[: MAX_KEY_LENGTH - len(suffix)] + suffix)
     return safe_key(safe[: MAX_KEY_LENGTH - len(suffix)] + suffix)
 
 

@@ -6,9 +6,11 @@ resolve to another path (``a//b``, ``a/../b``, a leading ``/``). A key built fro
 (a model name such as ``mockllm/model@v1``) must still land, so :func:`safe_key` rewrites
 any text deterministically into a key that :func:`is_valid_key` accepts.
 
-Only ASCII letters and digits are kept: some MLflow backends (Windows, Databricks) accept
-fewer characters than the local file store, and a deterministic, portable key is worth
-more than a faithful non-ASCII one.
+Only ASCII letters and digits are kept in keys: some MLflow backends (Windows, Databricks)
+accept fewer characters than the local file store, and a deterministic, portable key is
+worth more than a faithful non-ASCII one. Artifact paths are file names, which every
+store takes in Unicode: :func:`safe_path` keeps letters and digits of any script (a task
+named ``数学`` logs ``eval_logs/数学.json``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import math
 import posixpath
 import re
+import unicodedata
 from typing import Any
 
 MAX_KEY_LENGTH = 250
@@ -79,6 +82,45 @@ def safe_key(text: str) -> str:
     """
     key = _INVALID_CHAR.sub("_", str(text))
     key = _DOT_RUN.sub(".", key)
+    key = _normalise_segments(key)
+    if len(key) > MAX_KEY_LENGTH:
+        key = _normalise_segments(key[:MAX_KEY_LENGTH])
+    return key or "_"
+
+
+_PATH_PUNCTUATION = frozenset("_-. /:()")
+"""Non-alphanumeric characters kept in artifact paths: the key set, plus parentheses."""
+
+
+def _path_char(char: str) -> str:
+    """``char`` when an artifact path may hold it, else ``_``."""
+    if char in _PATH_PUNCTUATION or (char.isascii() and char.isalnum()):
+        return char
+    if not char.isascii() and unicodedata.category(char)[0] in "LNM":
+        return char  # letters, digits and combining marks of any script
+    return "_"
+
+
+def safe_path(text: str) -> str:
+    """Rewrite ``text`` into an artifact path every store takes, the same way every time.
+
+    Like :func:`safe_key`, but letters, digits and combining marks of every script are
+    kept (artifact paths are file names, and stores take them in Unicode), and so are
+    parentheses. Other characters (``#``, ``%``, a backslash, ``?``, ...) become ``_``.
+
+    Args:
+        text: Any text, usually an artifact path template filled with data.
+
+    Returns:
+        A relative path without ``..``, ``//`` or a leading ``/``, at most 250 characters.
+
+    >>> safe_path("eval_logs/数学.json"), safe_path("a#b/../c (d).json")
+    ('eval_logs/数学.json', 'a_b/c (d).json')
+    """
+    text = str(text)
+    if _VALID_KEY.fullmatch(text) is None:
+        text = "".join(_path_char(char) for char in text)
+    key = _DOT_RUN.sub(".", text)
     key = _normalise_segments(key)
     if len(key) > MAX_KEY_LENGTH:
         key = _normalise_segments(key[:MAX_KEY_LENGTH])
