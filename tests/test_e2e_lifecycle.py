@@ -158,8 +158,8 @@ def _settings(uri: str, experiment: str, delivery: str) -> dict[str, str | None]
     }
 
 
-def run_gated(root: Path, delivery: str, *, as_set: bool) -> Landed:
-    """The lossy task, as an eval set retried once, or as a plain eval that fails."""
+def run_gated(root: Path, delivery: str, *, as_set: bool, retries: int = 2) -> Landed:
+    """The lossy task, as an eval set (retried ``retries`` times), or a plain eval that fails."""
     global _gate
     uri = f"sqlite:///{root}/mlflow.db"
     experiment = new_experiment_name("lifecycle")
@@ -175,8 +175,8 @@ def run_gated(root: Path, delivery: str, *, as_set: bool) -> Landed:
         }
         with env(**_settings(uri, experiment, delivery)):
             if as_set:
-                ok, logs = eval_set([lossy_task()], retry_attempts=2, retry_wait=0, **common)
-                assert ok
+                ok, logs = eval_set([lossy_task()], retry_attempts=retries, retry_wait=0, **common)
+                assert ok == (retries > 0)
             else:
                 logs = inspect_eval(lossy_task(), **common)
     finally:
@@ -265,6 +265,16 @@ def test_samples_finished_while_the_task_failed_are_logged(failed_eval: Landed) 
     # The held samples were written to the failed log although they never ended.
     assert {s.id for s in log.samples or [] if s.scores} == set(range(1, SAMPLES + 1)) - {FAILING}
     assert_every_logged_sample_once(failed_eval)
+
+
+def test_a_set_whose_task_fails_for_good_keeps_its_finished_samples(tmp_path: Path) -> None:
+    """No retry left: the task never ends; its samples are read from the log at run end."""
+    landed = run_gated(tmp_path, "thread", as_set=True, retries=0)
+    [log] = [_full(log) for log in landed.logs]
+    assert log.status == "error" and len(log.samples or []) == SAMPLES
+    assert_every_logged_sample_once(landed)
+    assert landed.task_run("lossy").info.status == "FAILED"
+    assert landed.parent().info.status == "FAILED"
 
 
 def test_a_plain_eval_whose_task_failed_ends_failed(failed_eval: Landed) -> None:
