@@ -364,8 +364,8 @@ def _span_attributes(
     return attributes
 
 
-def _select_spans(spans: Sequence[SpanData], max_children: int) -> tuple[list[SpanData], int]:
-    """First occurrence of each span id, earliest first, at most ``max_children`` of them."""
+def _unique(spans: Sequence[SpanData]) -> list[SpanData]:
+    """First occurrence of each span id (a span reported twice is one span)."""
     seen: set[str] = set()
     unique: list[SpanData] = []
     for span in spans:
@@ -373,26 +373,63 @@ def _select_spans(spans: Sequence[SpanData], max_children: int) -> tuple[list[Sp
             continue
         seen.add(span.span_id)
         unique.append(span)
-    if len(unique) <= max_children:
-        return unique, 0
-    kept = sorted(unique, key=lambda s: s.start_time_ns)[:max_children]
-    return kept, len(unique) - len(kept)
+    return unique
 
 
-def _parents(spans: Sequence[SpanData]) -> dict[str, str | None]:
-    """Each span's parent id, or None for the root.
+def _select_spans(unique: Sequence[SpanData], max_children: int) -> tuple[list[SpanData], int]:
+    """At most ``max_children`` spans: the structure, the start and the end; the middle goes.
 
-    A parent that is not among the spans (left out by the cap, or never reported) and a
-    parent chain that loops back on itself both become the root, so every span shows up
-    in the trace's tree.
+    A long agent sample matters most at its two ends: how it started, and its final
+    answer and scoring. So the spans that hold others (solvers, scorers, agents) are all
+    kept while they fit in half the budget, and of the rest the earliest half and the
+    latest half, by start time; what is dropped is the middle. When the structure alone
+    is too large, the earliest and latest spans of all are kept instead.
+
+    Returns:
+        The kept spans in start-time order, and how many were dropped.
     """
+    if len(unique) <= max_children:
+        return list(unique), 0
+    order = sorted(range(len(unique)), key=lambda i: (unique[i].start_time_ns, i))
+    ids = {s.span_id for s in unique}
+    holders = {s.parent_id for s in unique if s.parent_id in ids and s.parent_id != s.span_id}
+    structure = [i for i in order if unique[i].span_id in holders]
+    if len(structure) > max_children // 2:
+        structure = []
+    kept = set(structure)
+    rest = [i for i in order if i not in kept]
+    room = max_children - len(kept)
+    head = room // 2
+    kept.update(rest[:head])
+    kept.update(rest[len(rest) - (room - head) :] if room - head else ())
+    chosen = [unique[i] for i in order if i in kept]
+    return chosen, len(unique) - len(chosen)
+
+
+def _parents(
+    spans: Sequence[SpanData], known: Sequence[SpanData] | None = None
+) -> dict[str, str | None]:
+    """Each span's parent id among ``spans``, or None for the root.
+
+    A parent left out by the cap is replaced by its nearest ancestor that was kept (the
+    parent links of ``known``, all spans before the cap, are followed up), so a kept span
+    keeps its place in the tree instead of pointing at a missing id. A parent that is not
+    known at all (never reported) and a parent chain that loops back on itself both
+    become the root, so every span shows up in the trace's tree.
+    """
+    links: dict[str, str | None] = {
+        s.span_id: s.parent_id if s.parent_id != s.span_id else None for s in known or spans
+    }
     parents: dict[str, str | None] = {}
     for span in spans:
-        parent = span.parent_id
-        parents[span.span_id] = parent if parent is not None and parent != span.span_id else None
+        parent = span.parent_id if span.parent_id != span.span_id else None
+        parents[span.span_id] = parent
     for span_id, parent in parents.items():
-        if parent is not None and parent not in parents:
-            parents[span_id] = None
+        seen: set[str] = set()
+        while parent is not None and parent not in parents and parent not in seen:
+            seen.add(parent)
+            parent = links.get(parent)
+        parents[span_id] = parent if parent in parents else None
     reaches_root: set[str] = set()
     for span_id in parents:
         path: list[str] = []
@@ -468,8 +505,10 @@ def build_trace(
         op: The trace operation (owned by the caller, not modified).
         run_id: MLflow run id the trace belongs to (``mlflow.sourceRun``).
         experiment_id: Experiment that stores the trace.
-        max_spans_per_trace: Cap on spans, root included; the earliest child spans are
-            kept and the number left out is recorded in trace metadata.
+        max_spans_per_trace: Cap on spans, root included; the structure and the first
+            and last child spans are kept (the middle is left out, see
+            :func:`_select_spans`) and the number left out is recorded in trace metadata.
+            Token usage and cost count every span, kept or not.
         max_attribute_chars: Cap on the JSON text of each span attribute.
 
     Returns:
@@ -481,8 +520,9 @@ def build_trace(
     start_ns = int(op.start_time_ns)
     end_ns = max(int(op.end_time_ns), start_ns)
 
-    children, dropped = _select_spans(op.spans, max(0, max_spans_per_trace - 1))
-    parents = _parents(children)
+    every = _unique(op.spans)
+    children, dropped = _select_spans(every, max(0, max_spans_per_trace - 1))
+    parents = _parents(children, every)
     numeric_ids = {s.span_id: span_id_for(op.trace_key, s.span_id) for s in children}
 
     root_attributes = _span_attributes(
@@ -537,9 +577,12 @@ def build_trace(
     }
     metadata[SOURCE_RUN] = run_id
     metadata[SCHEMA_VERSION] = "3"
-    if (usage := _aggregate(children, TOKEN_USAGE, parents)) is not None:
+    # The trace's totals count every model call, the ones the cap left out included: the
+    # store takes these values from start_trace as final and does not re-add the spans'.
+    all_parents = parents if not dropped else _parents(every)
+    if (usage := _aggregate(every, TOKEN_USAGE, all_parents)) is not None:
         metadata[TRACE_TOKEN_USAGE] = json.dumps({k: int(v) for k, v in usage.items()})
-    if (cost := _aggregate(children, LLM_COST, parents)) is not None:
+    if (cost := _aggregate(every, LLM_COST, all_parents)) is not None:
         metadata[TRACE_COST] = json.dumps(cost)
     if dropped:
         metadata[DROPPED_SPANS] = str(dropped)
