@@ -236,8 +236,8 @@ class MlflowTrackingHook(Hooks):
         if session is None:
             return
         read = contextvars.Context().run  # no async-library context: Inspect's sync reader
-        loop = asyncio.get_running_loop()
         try:
+            loop = asyncio.get_running_loop()
             # Shielded: an interrupted run ends inside a cancelled scope (bounded anyway).
             with anyio.CancelScope(shield=True):
                 samples = await asyncio.wait_for(
