@@ -15,9 +15,11 @@ Real offline evals (mock model) against a real store, compared with Inspect's ow
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from e2e_support import download_json
 from inspect_ai import Task
 from inspect_ai.dataset import Sample
 from inspect_ai.log import read_eval_log
@@ -28,6 +30,7 @@ from scenario_support import Scenario, mock_output, run_scenario
 
 from inspect_mlflow._demo import DEMO_MODEL, add_tool
 from inspect_mlflow._runtime.operations import LogTrace, SpanData
+from inspect_mlflow._runtime.values import MAX_CELL_CHARS, MAX_RECORD_CHARS
 from inspect_mlflow._writer.traces import DROPPED_SPANS, build_trace, span_id_for
 
 pytestmark = pytest.mark.e2e
@@ -169,3 +172,90 @@ def test_a_kept_span_whose_parent_was_dropped_hangs_under_its_nearest_kept_ances
     assert by_name["top"].parent_id == by_name["root"].span_id
     assert payload.info.trace_metadata[DROPPED_SPANS] == "9"
     assert json.loads(payload.info.trace_metadata["mlflow.trace.tokenUsage"])["total_tokens"] == 18
+
+
+# -- 9d. a 200 KB answer ----------------------------------------------------------------
+
+HUGE = 200_000
+CELL_MARGIN = 400
+"""How far over the cut a cell's JSON may go (keys, punctuation, escapes)."""
+
+
+def _huge_outputs(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
+    return mock_output("x" * (HUGE - 6) + '\n"end"')
+
+
+@pytest.fixture(scope="module")
+def huge_answer(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    task = Task(
+        name="huge",
+        dataset=[Sample(id=1, input="Write a lot.", target="end")],
+        solver=[generate()],
+        scorer=[match(), includes()],
+    )
+    scenario = run_scenario(
+        tmp_path_factory.mktemp("huge-answer"),
+        task,
+        model=get_model(DEMO_MODEL, custom_outputs=_huge_outputs, memoize=False),
+    )
+    assert scenario.logs[0].status == "success", scenario.error
+    return scenario
+
+
+def _cells(rows: list[dict[str, Any]]) -> Iterator[tuple[str, Any]]:
+    for row in rows:
+        yield from row.items()
+
+
+def test_no_table_cell_is_far_over_the_cut_even_inside_objects(huge_answer: Scenario) -> None:
+    run = huge_answer.run("huge")
+    [sample] = read_eval_log(huge_answer.logs[0].location).samples or []
+    assert len(sample.output.completion) == HUGE  # Inspect's log keeps the whole answer
+    assert any(len(json.dumps(v.answer or "")) > HUGE for v in (sample.scores or {}).values())
+    tables = [p for p in huge_answer.artifact_paths(run) if p.startswith("inspect/")]
+    assert "inspect/samples.json" in tables
+    sizes = {
+        (path, column): len(json.dumps(cell, ensure_ascii=False))
+        for path in tables
+        for column, cell in _cells(huge_answer.table(run, path))
+    }
+    largest = max(sizes, key=sizes.__getitem__)
+    assert sizes[largest] <= MAX_CELL_CHARS + CELL_MARGIN, (largest, sizes[largest])
+    [row] = huge_answer.table(run, "inspect/samples.json")
+    assert row["scores"]["match"]["answer"].endswith("...[truncated]")  # still an object
+    assert row["scores"]["match"]["value"] == sample.scores["match"].value
+
+
+def test_records_are_fitted_to_their_own_limit(huge_answer: Scenario) -> None:
+    run = huge_answer.run("huge")
+    [record] = download_json(huge_answer.client, run.info.run_id, "sample_results/huge.json")
+    assert len(json.dumps(record, ensure_ascii=False)) <= MAX_RECORD_CHARS + CELL_MARGIN
+    output = record["output"]
+    assert output.startswith("x" * 1000) and output.endswith("...[truncated]")
+    assert len(output) > 2 * MAX_CELL_CHARS  # a record keeps more than a table cell
+    assert record["scores"]["match"]["answer"].endswith("...[truncated]")
+    assert record["target"] == "end" and record["id"] == 1
+
+
+def test_fit_json_cuts_the_longest_strings_inside_objects_and_keeps_the_rest() -> None:
+    from inspect_mlflow._runtime.values import MIN_NESTED_CHARS, fit_json
+
+    value = {
+        "a": {"answer": "x" * 200_000, "explanation": "y" * 200_000},
+        "value": "C",
+        "list": ["z" * 3000, 1.5, None],
+        "note": "short",
+    }
+    fitted = fit_json(value, MAX_CELL_CHARS)
+    assert len(json.dumps(fitted)) <= MAX_CELL_CHARS
+    assert len(json.dumps(fitted)) > MAX_CELL_CHARS - 100  # as much kept as fits
+    assert (fitted["value"], fitted["note"], fitted["list"][1:]) == ("C", "short", [1.5, None])
+    assert (
+        fitted["a"]["answer"].endswith("...[truncated]") and value["a"]["answer"] == "x" * 200_000
+    )
+    small = {"a": "x" * 10}
+    assert fit_json(small, MAX_CELL_CHARS) is small  # nothing copied when it fits
+    escaped = {"a": "\n" * 50_000}  # JSON doubles it: cut further
+    assert len(json.dumps(fit_json(escaped, MAX_CELL_CHARS))) <= MAX_CELL_CHARS
+    many = ["x" * 1000] * 100  # cannot fit without cutting below the floor
+    assert all(len(s) == MIN_NESTED_CHARS for s in fit_json(many, MAX_CELL_CHARS))

@@ -67,9 +67,11 @@ from inspect_mlflow._runtime.operations import (
 from inspect_mlflow._runtime.values import (
     MAX_CELL_CHARS,
     MAX_PARAM_CHARS,
+    MAX_RECORD_CHARS,
     MAX_TAG_CHARS,
     REDACTED,
     Rejected,
+    fit_json,
     is_credential_key,
     json_value,
     metric_value,
@@ -323,9 +325,12 @@ def _status_ok_error(value: Any) -> str:
 
 
 def _cell(value: Any) -> Any:
-    """A table cell: plain JSON, a long string cut with a marker."""
-    if isinstance(value, str) and len(value) > MAX_CELL_CHARS:
-        return truncate_text(value, MAX_CELL_CHARS)
+    """A table cell: plain JSON, long strings cut with a marker, inside objects too."""
+    kind = type(value)
+    if kind is str:
+        return truncate_text(value, MAX_CELL_CHARS) if len(value) > MAX_CELL_CHARS else value
+    if kind is dict or kind is list:
+        return fit_json(value, MAX_CELL_CHARS)
     return value
 
 
@@ -739,7 +744,8 @@ class Engine:
                 path = self._path(run, rule.records, doc)
                 value = self._value(rule.record, doc) if path is not None else None
                 if path is not None and value is not _MISSING and value is not None:
-                    out.records.setdefault(path, []).append(json_value(value))
+                    record = fit_json(json_value(value), MAX_RECORD_CHARS)
+                    out.records.setdefault(path, []).append(record)
             if rule.artifact is not None and rule.value is not None:
                 path = self._path(run, rule.artifact, doc)
                 value = self._value(rule.value, doc) if path is not None else None

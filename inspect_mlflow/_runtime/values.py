@@ -26,9 +26,12 @@ from inspect_mlflow._runtime.views import to_json
 __all__ = [
     "MAX_CELL_CHARS",
     "MAX_PARAM_CHARS",
+    "MAX_RECORD_CHARS",
     "MAX_TAG_CHARS",
     "REDACTED",
     "Rejected",
+    "cut_strings",
+    "fit_json",
     "is_credential_key",
     "json_value",
     "metric_value",
@@ -47,7 +50,14 @@ MAX_TAG_CHARS = 8000
 """MLflow's limit on a tag value."""
 
 MAX_CELL_CHARS = 4000
-"""Longest string cell kept whole in a table row (longer ones are cut with a marker)."""
+"""Longest table cell kept whole: a longer string, or the long strings inside a longer
+object or list, are cut with a marker so the cell's JSON stays near this size."""
+
+MAX_RECORD_CHARS = 50_000
+"""Size a record (one object of ``sample_results/...json``) is fitted to: its longest
+strings are cut to one length so its JSON text stays near this (a thousand samples with
+200 KB answers would otherwise make a file of hundreds of MB). The whole text is in
+Inspect's own log."""
 
 _CREDENTIAL_WORDS = (
     "apikey",
@@ -170,6 +180,85 @@ def json_value(value: Any) -> Any:
     if kind is float:
         return value if math.isfinite(value) else None
     return redact(_finite(to_json(value)))
+
+
+MIN_NESTED_CHARS = 200
+"""Shortest a string inside an object or list is cut to when fitting it to a limit."""
+
+
+def cut_strings(value: Any, limit: int) -> Any:
+    """Every string longer than ``limit``, at any depth, cut with the marker.
+
+    Args:
+        value: A plain JSON value (not mutated; copied only where something is cut).
+        limit: Longest string kept whole (marker included when cut).
+
+    >>> cut_strings({"a": ["x" * 30, "short"]}, 20)
+    {'a': ['xxxxxx...[truncated]', 'short']}
+    """
+
+    def cut(key: Any, item: Any) -> Any:
+        return truncate_text(item, limit) if type(item) is str and len(item) > limit else item
+
+    return _rewrite(value, cut)
+
+
+def _strings(value: Any, into: list[int]) -> list[int]:
+    """Lengths of the string values (not keys) in a plain JSON value."""
+    kind = type(value)
+    if kind is str:
+        into.append(len(value))
+    elif kind is dict:
+        for item in value.values():
+            _strings(item, into)
+    elif kind is list:
+        for item in value:
+            _strings(item, into)
+    return into
+
+
+def fit_json(value: Any, limit: int) -> Any:
+    """The value with its longest strings cut so that its JSON text is about ``limit``.
+
+    Why: a table cell holding an object (a sample's scores, its metadata) is as large as
+    the strings inside it: one 200 KB answer made a 400 KB cell. Cutting only a string
+    cell left those whole. Here the longest strings at any depth are cut to one common
+    length, the longest that brings the JSON text within ``limit``, so the object keeps
+    its shape and its short values. A string is never cut below
+    :data:`MIN_NESTED_CHARS`, so an object of very many short strings may stay over.
+
+    Args:
+        value: A plain JSON value (not mutated).
+        limit: Target length of the JSON text (a bare string is cut to ``limit``).
+
+    >>> fit = fit_json({"answer": "x" * 5000, "value": 1}, 1000)
+    >>> len(json.dumps(fit)) <= 1000, fit["value"], fit["answer"].endswith("[truncated]")
+    (True, 1, True)
+    """
+    kind = type(value)
+    if kind is str:
+        return truncate_text(value, limit) if len(value) > limit else value
+    if kind is not dict and kind is not list:
+        return value
+    size = len(json.dumps(value, ensure_ascii=False, default=str))
+    if size <= limit:
+        return value
+    lengths = _strings(value, [])
+    low, high = MIN_NESTED_CHARS, max(lengths, default=0)
+    if high <= low:
+        return value
+    over = size - limit
+    while low < high:  # the longest common length that saves enough characters
+        middle = (low + high + 1) // 2
+        if sum(n - middle for n in lengths if n > middle) >= over:
+            low = middle
+        else:
+            high = middle - 1
+    fitted = cut_strings(value, low)
+    while low > MIN_NESTED_CHARS and len(json.dumps(fitted, ensure_ascii=False)) > limit:
+        low = max(MIN_NESTED_CHARS, low // 2)  # escapes made the text longer than counted
+        fitted = cut_strings(value, low)
+    return fitted
 
 
 def text_value(value: Any, limit: int) -> str | None:
