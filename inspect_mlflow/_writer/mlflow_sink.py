@@ -61,6 +61,7 @@ from inspect_mlflow._runtime.operations import (
     SetTags,
 )
 from inspect_mlflow._writer.sink import Rejection, SinkError
+from inspect_mlflow._writer.store_lock import prepare_local_store
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +356,8 @@ class MlflowSink:
         """MLflow run id -> its artifact URI, as learnt when the run was created or found."""
         self._artifact_repos: dict[str, Any] = {}
         self._run_names: dict[str, str] = {}
+        self._uncertain: set[str] = set()
+        """Runs whose ``create_run`` failed transiently: the server may have created them."""
         self.spooled_runs: set[str] = set()
         """Runs whose close went to the spool with the rows held for them (set by the
         spool's owner): :meth:`close` does not warn about their rows."""
@@ -567,6 +570,8 @@ class MlflowSink:
     @property
     def _client(self) -> MlflowClient:
         if self._client_obj is None:
+            # A new sqlite file is set up by one process at a time (see store_lock).
+            prepare_local_store(self.tracking_uri)
             self._client_obj = MlflowClient(tracking_uri=self.tracking_uri)
         return self._client_obj
 
@@ -660,8 +665,10 @@ class MlflowSink:
             if op.resume and op.run in self._closed:
                 self._reopen(op.run, "FINISHED")
             return
-        if self.resume or op.resume:
+        if self.resume or op.resume or op.run in self._uncertain:
+            # (An earlier create_run of this run failed mid-request: it may have landed.)
             found = self._find_run(op.run)
+            self._uncertain.discard(op.run)
             if found is not None:
                 if op.resume:
                     self._reopen(op.run, found.info.status)
@@ -678,13 +685,18 @@ class MlflowSink:
                 )
             else:
                 essential[PARENT_RUN_TAG] = parent_id
-        run = self._call(
-            "create_run",
-            self._experiment_id,
-            start_time=op.start_time_ms or None,
-            tags={**tags, **essential},
-            run_name=op.name,
-        )
+        try:
+            run = self._call(
+                "create_run",
+                self._experiment_id,
+                start_time=op.start_time_ms or None,
+                tags={**tags, **essential},
+                run_name=op.name,
+            )
+        except Exception as error:
+            if classify(error)[0]:
+                self._uncertain.add(op.run)  # the retry looks for it first: no duplicate
+            raise
         self._run_ids[op.run] = run.info.run_id
         self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         self._run_names[run.info.run_id] = run.info.run_name
@@ -1085,6 +1097,6 @@ def open_local_store(tracking_uri: str) -> None:
     if not tracking_uri.startswith("sqlite:"):
         return
     try:
-        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        prepare_local_store(tracking_uri)
     except Exception as error:
         logger.debug("inspect-mlflow: could not open %s yet: %r", tracking_uri, error)
