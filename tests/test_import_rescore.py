@@ -224,3 +224,56 @@ def test_a_second_import_changes_nothing(rescored: dict[str, Any]) -> None:
     assert code == 0, out
     assert "0 imported, 2 skipped, 0 failed" in out, out
     assert rescored["state_again"] == rescored["state"]
+
+
+def test_a_scorer_appended_later_joins_the_assessments_already_there(
+    tmp_path: Path, _sqlite_template: Path
+) -> None:
+    """A scored eval, then ``inspect score --action append --scorer exact``: the traces
+    keep their assessments (they are not replaced) and get one for ``exact``."""
+    shutil.copyfile(_sqlite_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = new_experiment_name("append")
+    logs = tmp_path / "logs"
+    with in_dir(tmp_path):
+        [log] = run_logged(demo_task(SAMPLES), uri, experiment, log_dir=str(logs))
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    task = runs_by_name(client, experiment)["demo_addition"]
+    tracing = TracingClient(uri)
+    ids_before = {
+        t.info.trace_id: {a.name: a.assessment_id for a in t.info.assessments}
+        for t in tracing.search_traces(locations=[exp.experiment_id], run_id=task.info.run_id)
+    }
+    inspect = Path(sys.executable).with_name("inspect")
+    command = [str(inspect), "score", "--overwrite", "--action", "append", "--scorer", "exact"]
+    score = subprocess.run(
+        [*command, "--display", "none", log.location], capture_output=True, text=True, timeout=300
+    )
+    assert score.returncode == 0, score.stdout + score.stderr
+
+    code, out = run_cli(
+        tmp_path, "import", str(logs), "--tracking-uri", uri, "--experiment", experiment
+    )
+    assert code == 0 and "1 updated" in out and "exact/mean" in out, out
+    rescored = read_eval_log(log.location)
+    by_id = {str(s.id): s for s in rescored.samples}
+    traces = tracing.search_traces(locations=[exp.experiment_id], run_id=task.info.run_id)
+    assert {t.info.trace_id for t in traces} == set(ids_before), "the same traces"
+    for trace in traces:
+        names = {a.name: a.assessment_id for a in trace.info.assessments}
+        assert sorted(names) == ["exact", "includes", "match"]
+        assert {k: v for k, v in names.items() if k != "exact"} == ids_before[trace.info.trace_id]
+        sample = by_id[trace.info.tags["inspect.sample_id"]]
+        [exact] = [a for a in trace.info.assessments if a.name == "exact"]
+        assert exact.value == to_number(sample.scores["exact"].value)
+    history = client.get_metric_history(task.info.run_id, "sample/exact")
+    assert len(history) == SAMPLES
+    [mean] = client.get_metric_history(task.info.run_id, "exact/mean")
+    assert mean.value == pytest.approx(
+        next(s for s in rescored.results.scores if s.name == "exact").metrics["mean"].value
+    )
+    again = run_cli(
+        tmp_path, "import", str(logs), "--tracking-uri", uri, "--experiment", experiment
+    )
+    assert again[0] == 0 and "1 skipped" in again[1], again[1]
