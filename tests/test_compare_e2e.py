@@ -154,3 +154,71 @@ def test_unknown_reference_exits_1(evals: Evals, capsys: pytest.CaptureFixture[s
     args = ["compare", "nope", evals.log_b.eval.eval_id, "--tracking-uri", evals.uri]
     assert main([*args, "--experiment", evals.experiment]) == 1
     assert "no task run" in capsys.readouterr().err
+
+
+def _wrong_first_time_on_evens() -> Any:
+    """A direct-answer model wrong on a question's first call when its x is even."""
+    seen: dict[str, int] = {}
+
+    def answer(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
+        question = input[-1].text
+        x, y = [int(n) for n in re.findall(r"-?\d+", question)][:2]
+        seen[question] = seen.get(question, 0) + 1
+        wrong = x % 2 == 0 and seen[question] == 1
+        output = ModelOutput.from_content(model=DEMO_MODEL, content=str(x + y + wrong))
+        output.usage = ModelUsage(input_tokens=3, output_tokens=1, total_tokens=4)
+        return output
+
+    return get_model(DEMO_MODEL, custom_outputs=answer)
+
+
+def test_several_epoch_reducers_give_a_row_each(sqlite_store: Any) -> None:
+    from inspect_ai import Epochs
+
+    experiment_id = sqlite_store.create_experiment()
+    uri, name = sqlite_store.tracking_uri, sqlite_store.experiment_name
+    epochs = Epochs(2, ["mean", "max"])
+    [log_a] = run_logged(demo_task(6), uri, name, model=_wrong_first_time_on_evens(), epochs=epochs)
+    [log_b] = run_logged(demo_task(6), uri, name, epochs=epochs)  # wrong on 5, both epochs
+    from_logs = compare_runs(log_a.location, log_b.location, resamples=1000)
+    assert [(r.scorer, r.reducer) for r in from_logs.scorers] == [
+        ("match", "mean"),
+        ("match", "max"),
+        ("includes", "mean"),
+        ("includes", "max"),
+    ]
+    mean = from_logs.get("match", "mean")
+    # A per sample: 1, .5, 1, .5, 1, .5; B: 1, 1, 1, 1, 0, 1
+    assert mean.mean_a == pytest.approx(0.75) and mean.mean_b == pytest.approx(5 / 6)
+    assert mean.diff == pytest.approx((0.5 * 3 - 1) / 6)
+    assert mean.test == "paired_t" and not mean.binary
+    top = from_logs.get("match", "max")
+    assert top.binary and top.test == "mcnemar_exact" and top.p_value == pytest.approx(1.0)
+    assert top.a_right_b_wrong == ["5"] and top.a_wrong_b_right == []
+    assert top.p_holm == pytest.approx(min(1.0, 4 * min(r.p_value for r in from_logs.scorers)))
+    from_mlflow = compare_runs(
+        log_a.eval.eval_id,
+        log_b.eval.eval_id,
+        tracking_uri=uri,
+        experiment=name,
+        reducers=["mean", "max"],
+        resamples=1000,
+    )
+    assert from_mlflow.a.experiment_id == experiment_id
+    for want in from_logs.scorers:
+        got = from_mlflow.get(want.scorer, want.reducer)
+        assert (got.n, got.diff, got.p_value, got.p_holm) == (
+            want.n,
+            want.diff,
+            want.p_value,
+            want.p_holm,
+        )
+
+
+def test_summary_keys_name_the_other_reducers() -> None:
+    from inspect_mlflow._compare.sources import reducers_from_metrics
+
+    metrics = {"match/accuracy": 1.0, "match/max/accuracy": 1.0, "match/pass_at_2/stderr": 0}
+    metrics |= {"usage/mockllm/model/input_tokens": 3, "match/not_a_reducer/x": 1}
+    assert reducers_from_metrics(metrics, ["match"]) == ["mean", "max", "pass_at_2"]
+    assert reducers_from_metrics({"match/accuracy": 1.0}, ["match"]) == ["mean"]

@@ -7,15 +7,9 @@ are explained in :mod:`inspect_mlflow._compare.stats`.
 """
 
 from inspect_mlflow._compare.report import log_comparison, render_text
+from inspect_mlflow._compare.result import Comparison, PairedSample, RunRef, ScorerComparison
 from inspect_mlflow._compare.sources import compare_runs, load_side
-from inspect_mlflow._compare.stats import (
-    Comparison,
-    PairedSample,
-    RunRef,
-    ScorerComparison,
-    compare_scores,
-    holm,
-)
+from inspect_mlflow._compare.stats import compare_scores, holm
 
 __all__ = [
     "Comparison",

@@ -26,7 +26,7 @@ def _experiment_id(uri: str, name: str) -> str:
 def run_compare(args: argparse.Namespace) -> int:
     """Compare, print (text or JSON) and, with ``--log``, record the comparison."""
     from inspect_mlflow._compare.report import log_comparison
-    from inspect_mlflow._compare.sources import _defaults, compare_runs
+    from inspect_mlflow._compare.sources import compare_runs, resolve_target
 
     try:
         comparison = compare_runs(
@@ -45,7 +45,7 @@ def run_compare(args: argparse.Namespace) -> int:
         return 1
     logged: str | None = None
     if args.log:
-        uri, name = _defaults(args.tracking_uri, args.experiment)
+        uri, name = resolve_target(args.tracking_uri, args.experiment)
         experiment_id = (
             comparison.a.experiment_id or comparison.b.experiment_id or _experiment_id(uri, name)
         )

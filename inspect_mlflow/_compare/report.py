@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any
 
-from inspect_mlflow._compare.stats import Comparison, RunRef, ScorerComparison
+from inspect_mlflow._compare.result import Comparison, RunRef, ScorerComparison
 
 __all__ = ["COMPARISON_TAG", "comparison_rows", "log_comparison", "render_text"]
 

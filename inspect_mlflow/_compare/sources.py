@@ -14,20 +14,28 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from inspect_mlflow._compare.result import Comparison, RunRef
 from inspect_mlflow._compare.stats import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
-    Comparison,
-    RunRef,
     compare_scores,
+    is_reducer,
 )
 
-__all__ = ["DEFAULT_EXPERIMENT", "SideScores", "compare_runs", "load_side", "resolve_run"]
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "SideScores",
+    "compare_runs",
+    "load_side",
+    "reducers_from_metrics",
+    "resolve_run",
+    "resolve_target",
+]
 
 DEFAULT_EXPERIMENT = "inspect_ai"
 SCORES_TABLE = "inspect/sample_scores.json"
@@ -117,21 +125,24 @@ def _scores_from_traces(
             return scores, errored, count
 
 
-def _reducers_from_metrics(metrics: dict[str, float], scorers: Sequence[str]) -> list[str]:
-    """Reducers named by summary keys ``<scorer>/<reducer>/<metric>`` (several only)."""
-    from inspect_mlflow._compare.stats import _inspect_reducer
+def reducers_from_metrics(metrics: Mapping[str, float], scorers: Sequence[str]) -> list[str]:
+    """``mean`` and the reducers named by summary keys ``<scorer>/<reducer>/<metric>``.
 
+    With several epoch reducers the task run keeps the primary one's results under
+    ``<scorer>/<metric>`` and the others' under ``<scorer>/<reducer>/<metric>``.
+    """
     found: list[str] = []
     for key in metrics:
         parts = key.split("/")
-        if len(parts) != 3 or parts[0] not in scorers or parts[1] in found:
-            continue
-        try:
-            _inspect_reducer(parts[1])
-        except (LookupError, ValueError):
-            continue
-        found.append(parts[1])
-    return found if len(found) > 1 else ["mean"]
+        if len(parts) == 3 and parts[0] in scorers and parts[1] not in found:
+            if is_reducer(parts[1]):
+                found.append(parts[1])
+    return _with_mean(found)
+
+
+def _with_mean(reducers: Sequence[str]) -> list[str]:
+    """Every comparison has the per-sample mean; other reducers come after it."""
+    return ["mean", *(r for r in dict.fromkeys(reducers) if r != "mean")]
 
 
 def resolve_run(client: Any, ref: str, experiment: str) -> tuple[Any, list[str]]:
@@ -204,7 +215,7 @@ def _load_mlflow(client: Any, uri: str, ref: str, experiment: str, label: str) -
         location=uri,
         experiment_id=run.info.experiment_id,
     )
-    reducers = _reducers_from_metrics(run.data.metrics, list(scores))
+    reducers = reducers_from_metrics(run.data.metrics, list(scores))
     return SideScores(side_ref, scores, reducers, notes)
 
 
@@ -220,7 +231,6 @@ def _load_log(path: Path, label: str) -> SideScores:
         if sample.error is not None and not sample.scores:
             errored.add(str(sample.id))
     _mark_errored(scores, errored)
-    config_reducers = log.eval.config.epochs_reducer or ["mean"]
     ref = RunRef(
         label=label,
         eval_id=log.eval.eval_id,
@@ -229,7 +239,7 @@ def _load_log(path: Path, label: str) -> SideScores:
         source="eval-log",
         location=str(path),
     )
-    return SideScores(ref, scores, list(config_reducers) if len(config_reducers) > 1 else ["mean"])
+    return SideScores(ref, scores, _with_mean(log.eval.config.epochs_reducer or []))
 
 
 def load_side(
@@ -241,11 +251,11 @@ def load_side(
         return _load_log(path, label)
     from mlflow import MlflowClient
 
-    uri, name = _defaults(tracking_uri, experiment)
+    uri, name = resolve_target(tracking_uri, experiment)
     return _load_mlflow(MlflowClient(tracking_uri=uri), uri, ref, name, label)
 
 
-def _defaults(tracking_uri: str | None, experiment: str | None) -> tuple[str, str]:
+def resolve_target(tracking_uri: str | None, experiment: str | None) -> tuple[str, str]:
     """The tracking URI and experiment the hook would use, unless given."""
     from inspect_mlflow._config import Settings, SettingsError, load_settings
 
