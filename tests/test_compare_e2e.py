@@ -129,7 +129,7 @@ def test_text_output_names_flips_and_gaps(evals: Evals, capsys: pytest.CaptureFi
     assert re.search(r"^match\s+9\s+0\.778\s+0\.778\s+\+0\.000\s", text, re.M), text
     assert "match: A right, B wrong (2): 6, 9" in text
     assert "match: A wrong, B right (2): 5, 10" in text
-    assert "match: no score in B (errored) (1): 3" in text
+    assert "match: errored in B, no score (1): 3" in text
     assert "match: epochs: A 9 samples x 2; B 9 samples x 1" in text
 
 

@@ -118,7 +118,7 @@ def test_one_sided_errored_non_numeric_and_epoch_counts_are_reported() -> None:
     assert not row.binary and row.test == "paired_t"
     assert result.scorers_only_a == ["only_a"] and result.scorers_only_b == ["only_b"]
     text = result.to_text()
-    for shown in ("only in A (2): 11, 12", "only in B (1): 13", "no score in B (errored) (2)"):
+    for shown in ("only in A (2): 11, 12", "only in B (1): 13", "errored in B, no score (2): 5, 7"):
         assert shown in text
     assert "non-numeric in A (1): 6" in text and "epoch counts differ (1): 8" in text
 

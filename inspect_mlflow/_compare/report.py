@@ -89,8 +89,8 @@ def _details(row: ScorerComparison) -> list[str]:
         ("A wrong, B right", row.a_wrong_b_right),
         ("only in A", row.only_a),
         ("only in B", row.only_b),
-        ("no score in A (errored)", row.unscored_a),
-        ("no score in B (errored)", row.unscored_b),
+        ("errored in A, no score", row.unscored_a),
+        ("errored in B, no score", row.unscored_b),
         ("non-numeric in A", row.non_numeric_a),
         ("non-numeric in B", row.non_numeric_b),
     ]
