@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 from inspect_mlflow._quickack import enable_quick_acks
@@ -83,6 +84,7 @@ class DeliveryProcess:
         os.environ.clear()
         os.environ.update(environ)
         own_http_retries()  # after the eval's environment: the writer retries, not MLflow
+        size_http_pool()  # before this process's first request builds MLflow's pool
         os.chdir(cwd)
         logging.getLogger().setLevel(level)
         self._handler.setLevel(level)
@@ -188,6 +190,26 @@ def mark_absent_probes(names: tuple[str, ...] = ENVIRONMENT_PROBES) -> list[str]
             sys.modules[name] = None  # type: ignore[assignment]
             absent.append(name)
     return absent
+
+
+DELIVERY_HTTP_POOL = 20
+"""Connections of MLflow's HTTP pool in the delivery process: 8 ``start_trace`` requests
+and 8 uploads at once, and room for the rest (see ``mlflow_sink.parallel_requests``)."""
+
+
+def size_http_pool(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Give MLflow's HTTP pool of this process room for the requests it makes at once.
+
+    MLflow builds its pool on the first request, ``MLFLOW_HTTP_POOL_MAXSIZE`` (default
+    10) connections per host; more concurrent requests made urllib3 print "Connection
+    pool is full" warnings. This process is ours alone, so its pool is enlarged (a larger
+    value of the user's is kept); the eval's own process is left as it is.
+    """
+    try:
+        current = int(environ.get("MLFLOW_HTTP_POOL_MAXSIZE", "10"))
+    except ValueError:
+        current = 10
+    environ["MLFLOW_HTTP_POOL_MAXSIZE"] = str(max(current, DELIVERY_HTTP_POOL))
 
 
 def prepare_http() -> None:

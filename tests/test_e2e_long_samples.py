@@ -15,7 +15,10 @@ Real offline evals (mock model) against a real store, compared with Inspect's ow
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +31,8 @@ from inspect_ai.scorer import includes, match
 from inspect_ai.solver import generate, use_tools
 from scenario_support import Scenario, mock_output, run_scenario
 
-from inspect_mlflow._demo import DEMO_MODEL, add_tool
+from inspect_mlflow import _remote
+from inspect_mlflow._demo import DEMO_MODEL, add_tool, answer, demo_task
 from inspect_mlflow._runtime.operations import LogTrace, SpanData
 from inspect_mlflow._runtime.values import MAX_CELL_CHARS, MAX_RECORD_CHARS
 from inspect_mlflow._writer.traces import DROPPED_SPANS, build_trace, span_id_for
@@ -235,6 +239,73 @@ def test_records_are_fitted_to_their_own_limit(huge_answer: Scenario) -> None:
     assert len(output) > 2 * MAX_CELL_CHARS  # a record keeps more than a table cell
     assert record["scores"]["match"]["answer"].endswith("...[truncated]")
     assert record["target"] == "end" and record["id"] == 1
+
+
+# -- 9e. no "Connection pool is full" on a busy HTTP eval ------------------------------
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("delivery", ["process", "thread"])
+def test_a_busy_http_eval_never_fills_the_connection_pool(
+    delivery: str,
+    server_store: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A delivery process of our own, started now, so its stderr is the one captured here;
+    # its log records reach this process's loggers under their own names.
+    monkeypatch.setattr(_remote, "_process", None)
+    pool_before = os.environ.get("MLFLOW_HTTP_POOL_MAXSIZE")
+    keep = _Keep()
+    urllib3 = logging.getLogger("urllib3")
+    urllib3.addHandler(keep)
+    try:
+        scenario = run_scenario(
+            tmp_path,
+            demo_task(24, name="busy"),
+            uri=server_store.tracking_uri,
+            model=get_model(DEMO_MODEL, custom_outputs=answer, memoize=False),
+            max_samples=24,
+            extra_env={"INSPECT_MLFLOW_DELIVERY": delivery},
+        )
+    finally:
+        urllib3.removeHandler(keep)
+    assert scenario.logs[0].status == "success", scenario.error
+    run = scenario.run("busy")
+    assert len(scenario.traces(run)) == 24  # the traces really went over HTTP
+    stderr = capfd.readouterr().err
+    full = [m for m in keep.messages if "Connection pool is full" in m]
+    assert not full, full
+    assert "Connection pool is full" not in stderr, stderr[-2000:]
+    assert os.environ.get("MLFLOW_HTTP_POOL_MAXSIZE") == pool_before  # the eval's is untouched
+
+
+def test_concurrent_requests_fit_mlflows_connection_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from inspect_mlflow._delivery import size_http_pool
+    from inspect_mlflow._writer.mlflow_sink import POOL_HEADROOM, parallel_requests
+
+    monkeypatch.delenv("MLFLOW_HTTP_POOL_MAXSIZE", raising=False)
+    traces, uploads = parallel_requests()
+    assert traces + uploads + POOL_HEADROOM <= 10  # MLflow's default pool
+    environ: dict[str, str] = {}
+    size_http_pool(environ)  # the delivery process's own pool: room for 8 of each
+    monkeypatch.setenv("MLFLOW_HTTP_POOL_MAXSIZE", environ["MLFLOW_HTTP_POOL_MAXSIZE"])
+    assert parallel_requests() == (8, 8)
+    larger = {"MLFLOW_HTTP_POOL_MAXSIZE": "64"}
+    size_http_pool(larger)
+    assert larger == {"MLFLOW_HTTP_POOL_MAXSIZE": "64"}  # a larger pool of the user's stays
+    monkeypatch.setenv("MLFLOW_HTTP_POOL_MAXSIZE", "3")
+    assert parallel_requests() == (1, 1)
 
 
 def test_fit_json_cuts_the_longest_strings_inside_objects_and_keeps_the_rest() -> None:

@@ -45,7 +45,10 @@ from typing import Any, TypeAlias
 import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
-from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+from mlflow.environment_variables import (
+    MLFLOW_HTTP_POOL_MAXSIZE,
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
+)
 from mlflow.exceptions import MlflowException
 
 from inspect_mlflow._runtime.operations import (
@@ -84,7 +87,39 @@ _ENTRY_OVERHEAD = 64
 """Estimated JSON characters of one entry besides its key and value."""
 
 MAX_PARALLEL_UPLOADS = 8
-"""Table files of one run uploaded at once over HTTP when the run closes."""
+"""Table files of one run uploaded at once over HTTP when the run closes (at most)."""
+
+MAX_PARALLEL_TRACES = 8
+"""``start_trace`` requests of a batch in flight at once over HTTP (at most)."""
+
+POOL_HEADROOM = 2
+"""Connections of MLflow's HTTP pool that :func:`parallel_requests` leaves to others."""
+
+
+def parallel_requests() -> tuple[int, int]:
+    """How many ``start_trace`` requests and how many uploads may be in flight at once.
+
+    Why: MLflow's client sends every request of a process through one connection pool
+    per host, of ``MLFLOW_HTTP_POOL_MAXSIZE`` connections (10 by default). A batch's
+    traces (on the trace lane) and a run's uploads (on the writer thread) overlap, and 8
+    of each overflowed it: urllib3 then opened extra connections and printed
+    "Connection pool is full, discarding connection" as each came back, a warning that
+    reads like a failure. Both are sized to fit the pool, with :data:`POOL_HEADROOM`
+    connections left for the rest (the lane's span upload, the eval's own MLflow calls
+    when delivering from its process). The delivery process enlarges its own pool
+    (:func:`inspect_mlflow._delivery.size_http_pool`) so that it keeps 8 of each.
+
+    Returns:
+        ``(start_trace requests, uploads)``, each at least 1.
+    """
+    try:
+        pool = int(MLFLOW_HTTP_POOL_MAXSIZE.get())
+    except (TypeError, ValueError):
+        pool = 10
+    room = max(2, pool - POOL_HEADROOM)
+    traces = max(1, min(MAX_PARALLEL_TRACES, room // 2))
+    return traces, max(1, min(MAX_PARALLEL_UPLOADS, room - traces))
+
 
 _TRANSIENT_CODES = frozenset(
     {
@@ -833,7 +868,7 @@ class MlflowSink:
             for fn, args in calls:
                 fn(*args)
             return
-        workers = min(len(calls), MAX_PARALLEL_UPLOADS)
+        workers = min(len(calls), parallel_requests()[1])  # within MLflow's HTTP pool
         with ThreadPoolExecutor(workers, thread_name_prefix="inspect-mlflow-upload") as pool:
             futures = [pool.submit(fn, *args) for fn, args in calls]
         for future in futures:

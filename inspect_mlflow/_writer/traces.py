@@ -669,7 +669,9 @@ class TraceSender:
         max_parallel_requests: ``start_trace`` requests in flight at once over HTTP
             (>= 1). MLflow has no batch form of ``start_trace``, so a batch of traces costs
             one request each; sending them side by side keeps a far-away server's latency
-            from adding up. Local stores (``sqlite:///``) are always written one by one.
+            from adding up. Fewer when MLflow's HTTP connection pool is smaller (see
+            :func:`~inspect_mlflow._writer.mlflow_sink.parallel_requests`). Local stores
+            (``sqlite:///``) are always written one by one.
         client: A ready ``TracingClient`` (tests); built from ``tracking_uri`` otherwise.
     """
 
@@ -816,9 +818,11 @@ class TraceSender:
         if self.max_parallel_requests == 1 or len(payloads) < 2:
             return [start(payload) for payload in payloads]
         if self._pool is None or self._pool_pid != os.getpid():  # none yet, or forked
-            self._pool = ThreadPoolExecutor(
-                self.max_parallel_requests, thread_name_prefix="inspect-mlflow-traces"
-            )
+            from inspect_mlflow._writer.mlflow_sink import parallel_requests
+
+            # No more at once than MLflow's connection pool holds beside the uploads.
+            workers = min(self.max_parallel_requests, parallel_requests()[0])
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="inspect-mlflow-traces")
             self._pool_pid = os.getpid()
         return list(self._pool.map(start, payloads))
 
