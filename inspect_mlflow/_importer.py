@@ -636,8 +636,9 @@ class Importer:
         """Runs this command opened (with ``force`` only the first open is a new run)."""
         self._continues: set[str] = set()
         """Eval ids of logs that continue a run already in MLflow or opened here."""
-        self._found: dict[str, tuple[dict[str, Any], list[str]]] = {}
-        """Eval id -> (runs found by key, keys that continue) of logs already in MLflow."""
+        self._found: dict[str, tuple[dict[str, frozenset[str]], list[str]]] = {}
+        """Eval id -> (run key -> the metric keys it holds, keys that continue) of logs
+        already in MLflow: a few strings per log, not the runs."""
         self._updating = False
         """True while a run with logs to update is replayed (see :meth:`_only_new`)."""
         self._existing: dict[str, Any] = {}
@@ -808,7 +809,10 @@ class Importer:
             self._continues.add(eval_id)
         if not keys or len(found) < len(keys):
             return ""
-        self._found[eval_id] = (found, continued)
+        self._found[eval_id] = (
+            {key: frozenset(run.data.metrics) for key, run in found.items()},
+            continued,
+        )
         started = _task_started(header)
         for key in continued:
             run = found[key]
@@ -857,10 +861,9 @@ class Importer:
             if item.point not in self.points:
                 continue
             for op in scratch.handle(item.point, context(item.point, item.data, **item.ids)):
-                run = found.get(op.run)
-                if run is None or not isinstance(op, LogMetrics):
+                held = found.get(op.run)
+                if held is None or not isinstance(op, LogMetrics):
                     continue
-                held = run.data.metrics
                 lacking += [m.key for m in op.metrics if m.key not in held and m.key not in lacking]
         return lacking
 
