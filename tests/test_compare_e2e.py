@@ -222,3 +222,30 @@ def test_summary_keys_name_the_other_reducers() -> None:
     metrics |= {"usage/mockllm/model/input_tokens": 3, "match/not_a_reducer/x": 1}
     assert reducers_from_metrics(metrics, ["match"]) == ["mean", "max", "pass_at_2"]
     assert reducers_from_metrics({"match/accuracy": 1.0}, ["match"]) == ["mean"]
+
+
+def test_an_imported_run_compares_like_the_live_one(evals: Evals) -> None:
+    run_a = evals.task_run(evals.log_a.eval.eval_id).info.run_id
+    b = evals.log_b.eval.eval_id
+    live = compare_runs(
+        run_a, b, tracking_uri=evals.uri, experiment=evals.experiment, resamples=500
+    )
+    args = ["import", evals.log_b.location, "--experiment", "compare-imported"]
+    assert main([*args, "--tracking-uri", evals.uri]) == 0
+    imported = compare_runs(
+        run_a,
+        b,
+        tracking_uri=evals.uri,
+        experiment="compare-imported",
+        resamples=500,
+    )
+    assert imported.b.run_id != live.b.run_id and imported.b.source == "mlflow-table"
+    for want in live.scorers:
+        got = imported.get(want.scorer)
+        assert (got.n, got.diff, got.p_value, got.ci_low) == (
+            want.n,
+            want.diff,
+            want.p_value,
+            want.ci_low,
+        )
+        assert got.a_right_b_wrong == want.a_right_b_wrong and got.unscored_b == ["3"]
