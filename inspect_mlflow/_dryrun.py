@@ -269,6 +269,13 @@ class _Capture:
                                 f"{run.key} {op.path} column {column}",
                                 f"table cells cut at {MAX_CELL_CHARS} characters",
                             )
+                    elif isinstance(cell, (dict, list)) and _cut_inside(cell):
+                        self.note(
+                            "over_limit",
+                            f"{run.key} {op.path} column {column}",
+                            f"table cells cut at about {MAX_CELL_CHARS} characters "
+                            "(long strings inside an object or list)",
+                        )
             else:
                 entry["count"] += 1
                 if len(entry["first"]) < FIRST_ROWS:
@@ -303,6 +310,14 @@ class _Capture:
                 f"traces with more than {self.max_spans} spans: the rest are counted, not "
                 "sent (INSPECT_MLFLOW_TRACE_MAX_SPANS)",
             )
+
+
+def _cut_inside(value: Any) -> bool:
+    """Whether a string inside an object or list cell was cut (it ends with the marker)."""
+    if isinstance(value, str):
+        return value.endswith(TRUNCATION_MARKER)
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return any(_cut_inside(item) for item in items)
 
 
 # -- instrumented engine -----------------------------------------------------------------

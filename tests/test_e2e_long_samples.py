@@ -241,6 +241,17 @@ def test_records_are_fitted_to_their_own_limit(huge_answer: Scenario) -> None:
     assert record["target"] == "end" and record["id"] == 1
 
 
+def test_the_dry_run_flags_cells_cut_inside_objects(
+    huge_answer: Scenario, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspect_mlflow._cli import main
+
+    assert main(["check", "--log", huge_answer.logs[0].location, "--format", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)["mappings"][0]["dry_run"]
+    cut = [p for p in report["problems"] if p["kind"] == "over_limit"]
+    assert any("inside an object" in p["message"] for p in cut), cut
+
+
 # -- 9e. no "Connection pool is full" on a busy HTTP eval ------------------------------
 
 
