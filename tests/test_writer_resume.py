@@ -39,6 +39,9 @@ class _Health(BaseHTTPRequestHandler):
         pass
 
 
+_HEALTH_GET = _Health.do_GET
+
+
 @pytest.fixture
 def late_server() -> Iterator[tuple[int, threading.Event, dict[str, float]]]:
     """A port where a health endpoint starts listening when ``start`` is set."""
@@ -123,3 +126,38 @@ def test_the_delivery_process_switches_mlflows_own_retries_off() -> None:
     own_http_retries(environ)
     assert environ == {**WRITER_OWNS_RETRIES, "OTHER": "x"}
     assert WRITER_OWNS_RETRIES["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+
+
+def test_a_failed_server_version_check_is_forgotten(late_server) -> None:
+    """MLflow caches a failed ``GET /version`` for the process: ``log_spans`` then raised
+    NotImplementedError for good after a server was down once. The sender forgets it."""
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    from inspect_mlflow._writer.traces import _classify, _forget_server_version
+
+    class _Version(_Health):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"3.17.2")
+
+    port, start, when = late_server
+    creds = MlflowHostCreds(f"http://127.0.0.1:{port}")
+    _Health.do_GET = _Version.do_GET  # type: ignore[method-assign]  # this test's server
+    try:
+        assert RestStore._get_server_version(creds) is None  # nothing listens yet
+        start.set()
+        while "up" not in when:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        assert RestStore._get_server_version(creds) is None, "MLflow cached the failure"
+        refused = NotImplementedError(
+            "log_spans is not supported: could not identify MLflow server version"
+        )
+        assert _classify(refused) == (True, "server_version_unknown")
+        _forget_server_version()
+        assert str(RestStore._get_server_version(creds)) == "3.17.2"
+    finally:
+        _Health.do_GET = _HEALTH_GET  # type: ignore[method-assign]
+        _forget_server_version()

@@ -622,9 +622,35 @@ def build_trace(
 
 def _classify(error: BaseException) -> tuple[bool, str]:
     # The sink's classification, so the sender and the sink agree on what is transient.
+    if _server_version_unknown(error):
+        return True, "server_version_unknown"
     from inspect_mlflow._writer.mlflow_sink import classify
 
     return classify(error)
+
+
+def _server_version_unknown(error: BaseException) -> bool:
+    """``log_spans`` refused because MLflow could not read the server's version.
+
+    Why it is transient, and why the answer is forgotten: MLflow asks ``GET /version``
+    once per process and caches the answer even when the request failed
+    (``functools.lru_cache`` on ``RestStore._get_server_version``), so a server that was
+    down at that moment made every later ``log_spans`` of the process raise this
+    ``NotImplementedError`` for good, and its traces were spooled (issue 15).
+    """
+    return isinstance(error, NotImplementedError) and "could not identify MLflow server" in str(
+        error
+    )
+
+
+def _forget_server_version() -> None:
+    """Drop MLflow's cached (failed) server version check, so the next call asks again."""
+    try:
+        from mlflow.store.tracking.rest_store import RestStore
+
+        RestStore._get_server_version.cache_clear()
+    except Exception:  # another MLflow: nothing cached that way
+        pass
 
 
 def _reason(error: BaseException) -> str:
@@ -913,6 +939,8 @@ class TraceSender:
                     self.counts["requests"] += 1
                 return fn(*args)
             except Exception as error:
+                if _server_version_unknown(error):
+                    _forget_server_version()
                 transient, kind = _classify(error)
                 if not transient or attempt == self.max_attempts:
                     raise
