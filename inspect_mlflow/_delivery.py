@@ -23,12 +23,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
 from inspect_mlflow._quickack import enable_quick_acks
 from inspect_mlflow._wire import Channel
 from inspect_mlflow._writer.reachability import own_http_retries
+
+CONFIRM_INTERVAL = 0.5
+"""Seconds between two confirmations of delivered points to the eval's process."""
 
 
 class _Forward(logging.Handler):
@@ -70,6 +74,7 @@ class DeliveryProcess:
                 logging.getLogger(__name__).error("inspect-mlflow: unknown message %r", kind)
                 continue
             handler(*message[1:])
+        threading.Thread(target=self._confirm, name="inspect-mlflow-confirm", daemon=True).start()
 
     def _reply(self, seq: int, value: Any) -> None:
         self._out.send(("reply", seq, value))
@@ -94,10 +99,33 @@ class DeliveryProcess:
             logging.getLogger(__name__).warning("inspect-mlflow: cannot log this run: %r", err)
         self._reply(seq, sid in self._sessions)
 
-    def _on_point(self, sid: int, point: str, document: Any) -> None:
+    def _on_point(self, sid: int, point: str, document: Any, stamp: float | None = None) -> None:
         session = self._sessions.get(sid)
         if session is not None:
-            session.handle_document(point, document)
+            session.handle_document(point, document, stamp)
+
+    def _confirm(self) -> None:
+        """Tell the eval's process, twice a second, which points are delivered (or spooled).
+
+        Should this process die, the eval's process takes delivery over and sends again
+        only the points not confirmed (see ``_remote.RemoteSession``).
+        """
+        confirmed: dict[int, int] = {}
+        while True:
+            time.sleep(CONFIRM_INTERVAL)
+            try:
+                sessions = list(self._sessions.items())
+            except RuntimeError:  # changed while copied (a session opened): next time
+                continue
+            for sid, session in sessions:
+                n = session.points_confirmed()
+                if n <= confirmed.get(sid, 0):
+                    continue
+                try:
+                    self._out.send(("acked", sid, n))
+                except (OSError, ValueError):  # the pipe is gone: stdin's EOF ends us
+                    return
+                confirmed[sid] = n
 
     def _on_prepare(self, sid: int, point: str, document: Any) -> None:
         """Read the saved state of runs ``point`` continues, before the point itself.

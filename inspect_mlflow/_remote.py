@@ -32,10 +32,11 @@ from inspect_mlflow._config import Settings
 from inspect_mlflow._forking import reinit_after_fork
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
+from inspect_mlflow._runtime.operations import AppendRows, CloseRun, LogArtifact, OpenRun
 from inspect_mlflow._runtime.relevance import PointFilter
 from inspect_mlflow._runtime.views import context, to_json
 from inspect_mlflow._session import AutologOwner
-from inspect_mlflow._wire import Channel
+from inspect_mlflow._wire import Channel, dumps, loads
 from inspect_mlflow._worker import SerialWorker
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ START_TIMEOUT = 60.0
 
 REPLY_GRACE = 10.0
 """Seconds to wait for a reply beyond the timeout the delivery process was given."""
+
+JOURNAL_MAX_BYTES = 512 * 1024 * 1024
+"""Points of one session kept for a takeover at most (pickled bytes); beyond, none is."""
+
+_REBUILD = (OpenRun, AppendRows, CloseRun, LogArtifact)
+"""What a takeover emits again for points the delivery process confirmed: the runs (found
+by key), the rows and documents it held for their ends, and the ends themselves."""
 
 
 class DeliveryUnavailable(RuntimeError):
@@ -77,6 +85,8 @@ class _Process:
         self._replies: dict[int, Any] = {}
         self._cond = threading.Condition()
         self.gone = False
+        self.acked: dict[int, int] = {}
+        """Session id -> how many of its points the process confirmed as delivered."""
         threading.Thread(
             target=self._read, name="inspect-mlflow-delivery-reader", daemon=True
         ).start()
@@ -86,6 +96,16 @@ class _Process:
             raise DeliveryUnavailable(self._why())
         try:
             self._out.send(message)
+        except (OSError, ValueError) as err:
+            self.gone = True
+            raise DeliveryUnavailable(self._why()) from err
+
+    def send_bytes(self, data: bytes) -> None:
+        """:meth:`send` for a message already pickled (:func:`_wire.dumps`)."""
+        if self.gone:
+            raise DeliveryUnavailable(self._why())
+        try:
+            self._out.send_bytes(data)
         except (OSError, ValueError) as err:
             self.gone = True
             raise DeliveryUnavailable(self._why()) from err
@@ -132,6 +152,8 @@ class _Process:
             if message[0] == "log":
                 _, level, name, text = message
                 logging.getLogger(name).log(level, "%s", text)
+            elif message[0] == "acked":
+                self.acked[message[1]] = message[2]
             elif message[0] == "reply":
                 with self._cond:
                     self._replies[message[1]] = message[2]
@@ -203,6 +225,10 @@ class RemoteSession(AutologOwner):
 
     def _init_state(self) -> None:
         self._feeder = SerialWorker(self._send, name="inspect-mlflow-feeder")
+        self._journal: list[bytes] = []
+        """Every message of this session's points, as sent: for a takeover (see there)."""
+        self._journal_bytes = 0
+        self._journal_full = False
 
     def _after_fork(self) -> None:
         """In a forked child: a feeder of its own, and no pipe (it is the parent's)."""
@@ -240,6 +266,67 @@ class RemoteSession(AutologOwner):
                 err,
             )
             self._local = Session(self.settings, self.mapping)
+
+    def _journal_send(self, message: tuple[Any, ...]) -> None:
+        """Send a point's message and keep it: the delivery process may die with it unsent.
+
+        Kept as the pickled bytes that go down the pipe (no second serialisation), up to
+        :data:`JOURNAL_MAX_BYTES`; past that a takeover is no longer possible.
+        """
+        assert self._process is not None
+        data = dumps(message)
+        if not self._journal_full:
+            if self._journal_bytes + len(data) > JOURNAL_MAX_BYTES:
+                self._journal_full = True
+                self._journal.clear()
+            else:
+                self._journal.append(data)
+                self._journal_bytes += len(data)
+        self._process.send_bytes(data)
+
+    def _take_over(self, err: BaseException) -> bool:
+        """The delivery process died mid-run: deliver the rest of this run from here.
+
+        Why: otherwise everything the run logs after the death is lost. The delivery
+        process confirms twice a second how many points it has delivered (or spooled).
+        A session in this process (as with ``INSPECT_MLFLOW_DELIVERY=thread``) evaluates
+        every point of the journal again, in order, to rebuild what the dead process held
+        (open runs, counters, the table rows it kept for the runs' ends): for confirmed
+        points it emits only the runs' opening and closing, rows and documents (the runs
+        are found by their key, not created again); for the others, every write, with the
+        points' own timestamps, so what had landed before the death lands again as the
+        same values (idempotent) and nothing is lost. Says how many writes were in flight.
+        Returns False when it cannot (the journal overflowed): then they are lost.
+        """
+        process, self._process = self._process, None
+        if self._journal_full or self._local is not None:
+            return False
+        from inspect_mlflow._session import Session
+
+        acked = process.acked.get(self._sid, 0) if process is not None else 0
+        local = Session(self.settings, self.mapping, resume_runs=True)
+        index = 0
+        for data in self._journal:
+            message = loads(data)
+            if message[0] == "prepare":
+                local.prepare_document(message[2], message[3])
+                continue
+            _, _, point, document, stamp = message
+            local.handle_document(point, document, stamp, None if index >= acked else _REBUILD)
+            index += 1
+        self._journal.clear()
+        self._local = local
+        local._worker.drain(self.settings.flush_timeout)
+        why = err if isinstance(err, DeliveryUnavailable) else f"sending failed: {err!r}"
+        notice(
+            "inspect-mlflow: %s mid-run; the eval's process delivers the rest of this run "
+            "(as with INSPECT_MLFLOW_DELIVERY=thread). %d write(s) of %d point(s) it had "
+            "not confirmed were in flight: they are sent again from here, none lost.",
+            why,
+            local.document_ops,
+            index - min(acked, index),
+        )
+        return True
 
     def _lost(self, err: BaseException) -> None:
         self._process = None
@@ -281,10 +368,11 @@ class RemoteSession(AutologOwner):
         if ctx is None:
             ctx = context(point, data, **ids)
         try:
-            self._process.send(("point", self._sid, point, to_json(ctx)))
+            self._journal_send(("point", self._sid, point, to_json(ctx), time.time()))
         except Exception as err:
-            self.errors += 1
-            self._lost(err)
+            if not self._take_over(err):  # the point is in the journal: replayed there
+                self.errors += 1
+                self._lost(err)
 
     def _request(self, kind: str, *args: Any, timeout: float) -> Any:
         """Queue a request behind the points sent so far; wait for its answer."""
@@ -328,9 +416,10 @@ class RemoteSession(AutologOwner):
             return
         document = to_json(context(point, data, **ids))
         try:
-            self._process.send(("prepare", self._sid, point, document))
+            self._journal_send(("prepare", self._sid, point, document))
         except Exception as err:
-            self._lost(err)
+            if not self._take_over(err):
+                self._lost(err)
 
     def finish(self, timeout: float) -> bool:
         """Deliver everything within ``timeout`` seconds (spool the rest); True if delivered."""
@@ -342,6 +431,13 @@ class RemoteSession(AutologOwner):
                 "finish", self._sid, timeout, timeout=timeout
             )
         except Exception as err:
+            process = self._process
+            if process is not None and process.gone:  # died: not merely slow to answer
+                taken: list[bool] = []
+                self._feeder.call(lambda e=err: taken.append(self._take_over(e)))
+                self._feeder.drain(None)
+                if taken and taken[0] and self._local is not None:
+                    return bool(self._local.finish(timeout))
             self._lost(err)
             self._open_runs = False
             return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -82,11 +83,29 @@ class Session(AutologOwner):
     the evaluation.
     """
 
-    def __init__(self, settings: Settings, mapping: CompiledMapping) -> None:
+    def __init__(
+        self, settings: Settings, mapping: CompiledMapping, *, resume_runs: bool = False
+    ) -> None:
+        """Start the session.
+
+        ``resume_runs``: find each run by its key before creating it (taking over from a
+        delivery process that died: its runs exist already).
+        """
         super().__init__(settings)
         self.mapping = mapping
         self.points = mapping.points()
-        self.engine = Engine(mapping, log_artifacts=settings.log_artifacts, traces=settings.traces)
+        self._resume_runs = resume_runs
+        self._stamp: float | None = None
+        """The time of the document being evaluated, when it carries one (see _now)."""
+        self.engine = Engine(
+            mapping, log_artifacts=settings.log_artifacts, traces=settings.traces, clock=self._now
+        )
+        self._documents = 0
+        self._progress: deque[tuple[int, int]] = deque()
+        """(documents evaluated, writer operations accepted after them), oldest first."""
+        self._confirmed = 0
+        self.document_ops = 0
+        """Operations emitted for documents evaluated in full (see handle_document)."""
         self._lock = threading.Lock()
         assert settings.tracking_uri is not None
         self.resume_points = self.engine.resume_points
@@ -111,7 +130,10 @@ class Session(AutologOwner):
                 "max_attribute_chars": settings.trace_max_text,
             }
             self.sink = MlflowSink(
-                settings.tracking_uri, settings.experiment_name, trace_options=trace_options
+                settings.tracking_uri,
+                settings.experiment_name,
+                trace_options=trace_options,
+                resume=self._resume_runs,
             )
             self._start_spool(settings, trace_options)
         except Exception as err:
@@ -202,32 +224,87 @@ class Session(AutologOwner):
         if point in self.points:
             self._worker.submit(point, data, ids)
 
-    def handle_document(self, point: str, ctx: Mapping[str, Any]) -> None:
-        """:meth:`handle` for a context document built elsewhere (the eval's process)."""
-        if point in self.points:
-            self._worker.submit(point, ctx, None)
+    def handle_document(
+        self,
+        point: str,
+        ctx: Mapping[str, Any],
+        stamp: float | None = None,
+        keep: tuple[type[Operation], ...] | None = None,
+    ) -> None:
+        """:meth:`handle` for a context document built elsewhere (the eval's process).
 
-    def _run_job(self, point: str, data: Any, ids: dict[str, Any] | None) -> None:
+        Args:
+            point: The lifecycle point.
+            ctx: Its context document.
+            stamp: The point's time (seconds since the epoch) for its timestamps, so that
+                evaluating it again elsewhere gives the same metric points.
+            keep: Emit only operations of these types (rebuilding the state of a run
+                whose other writes already landed); None: all.
+        """
+        if point in self.points:
+            self._worker.submit(point, ctx, None, stamp, keep)
+
+    def points_confirmed(self) -> int:
+        """How many documents, oldest first, have all their writes delivered or spooled."""
+        if not hasattr(self, "writer"):
+            return 0
+        settled = self.writer.settled_count
+        with self._lock:
+            while self._progress and self._progress[0][1] <= settled:
+                self._confirmed = self._progress.popleft()[0]
+            return self._confirmed
+
+    def _now(self) -> float:
+        return self._stamp if self._stamp is not None else time.time()
+
+    def _run_job(
+        self,
+        point: str,
+        data: Any,
+        ids: dict[str, Any] | None,
+        stamp: float | None = None,
+        keep: tuple[type[Operation], ...] | None = None,
+    ) -> None:
         if self._connect_error is not None:
             return  # said once by _connect; nothing could be delivered
         try:
             if ids is None:
-                self._apply(point, data)
+                self._apply(point, data, stamp, keep)
             else:
                 self._evaluate(point, data, **ids)
         except Exception as err:  # never break the eval; count and tell once
             self.errors += 1
             if self.errors == 1:
                 logger.warning("inspect-mlflow: error at %s: %r", point, err)
+        finally:
+            if ids is None and hasattr(self, "writer"):
+                emitted = self.writer.emitted_count
+                with self._lock:
+                    self._documents += 1
+                    self._progress.append((self._documents, emitted))
 
     def _evaluate(self, point: str, data: Any, **ids: Any) -> None:
         """Evaluate the mapping for one lifecycle point and enqueue the writes (worker)."""
         if point in self.points:
             self._apply(point, context(point, data, **ids))
 
-    def _apply(self, point: str, ctx: Mapping[str, Any]) -> None:
+    def _apply(
+        self,
+        point: str,
+        ctx: Mapping[str, Any],
+        stamp: float | None = None,
+        keep: tuple[type[Operation], ...] | None = None,
+    ) -> None:
         with self._lock:
-            ops: list[Operation] = self.engine.handle(point, ctx)
+            self._stamp = stamp
+            try:
+                ops: list[Operation] = self.engine.handle(point, ctx)
+            finally:
+                self._stamp = None
+        if keep is not None:
+            ops = [op for op in ops if isinstance(op, keep)]
+        elif stamp is not None:
+            self.document_ops += len(ops)
         self._emit(ops)
 
     def _emit(self, ops: list[Operation]) -> None:

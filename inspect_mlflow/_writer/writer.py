@@ -380,6 +380,22 @@ class BackgroundWriter:
             return dict(self._stats)
 
     @property
+    def emitted_count(self) -> int:
+        """Operations accepted by :meth:`emit` so far (they are settled in this order)."""
+        with self._lock:
+            return self._emitted
+
+    @property
+    def settled_count(self) -> int:
+        """How many of the accepted operations, oldest first, were sent or handed on.
+
+        With :attr:`emitted_count` read after an emit, tells when everything up to that
+        emit is settled (the delivery process confirms points to the eval's this way).
+        """
+        with self._lock:
+            return self._settled
+
+    @property
     def failed(self) -> list[Operation]:
         """Operations kept by the default ``on_failure``, oldest first (a copy)."""
         with self._lock:
