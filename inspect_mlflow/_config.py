@@ -77,7 +77,9 @@ class Settings:
     experiment_name: str = DEFAULT_EXPERIMENT
     log_artifacts: bool = True
     """Tables and artifacts on/off."""
-    autolog_enabled: bool = True
+    autolog_enabled: bool = False
+    """Provider autolog: off unless asked for, since Inspect's own model calls are already
+    LLM spans of the sample traces (see :mod:`inspect_mlflow._autolog`)."""
     autolog_providers: tuple[str, ...] = DEFAULT_PROVIDERS
     mapping_path: Path | None = None
     """A user mapping file; None means the built-in default."""
@@ -261,7 +263,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tracking_uri=tracking_uri,
         experiment_name=_get(env, "MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
         log_artifacts=log_artifacts,
-        autolog_enabled=parse_bool(env, "INSPECT_MLFLOW_AUTOLOG_ENABLED", True),
+        autolog_enabled=parse_bool(env, "INSPECT_MLFLOW_AUTOLOG_ENABLED", False),
         autolog_providers=parse_providers(env, "INSPECT_MLFLOW_AUTOLOG_MODELS"),
         mapping_path=mapping_path,
         traces=parse_bool(env, "INSPECT_MLFLOW_TRACES", True),

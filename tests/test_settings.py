@@ -50,7 +50,8 @@ def test_defaults() -> None:
     s = settings()
     assert s.active and s.tracking_uri == URI
     assert s.experiment_name == DEFAULT_EXPERIMENT == "inspect_ai"
-    assert (s.log_artifacts, s.autolog_enabled, s.traces) == (True, True, True)
+    # autolog off: Inspect's own model calls are already LLM spans of the sample traces
+    assert (s.log_artifacts, s.autolog_enabled, s.traces) == (True, False, True)
     assert (
         s.autolog_providers == DEFAULT_PROVIDERS == ("openai", "anthropic", "langchain", "litellm")
     )
@@ -103,11 +104,12 @@ def test_experiment_name() -> None:
 @pytest.mark.parametrize("name", sorted(BOOLEANS))
 @pytest.mark.parametrize("raw", TRUE_SPELLINGS + FALSE_SPELLINGS)
 def test_booleans_accept_every_spelling(name: str, raw: str) -> None:
-    # Every default is true: the false spellings show the variable is read at all, the
-    # true ones that no spelling of true is mistaken for false.
+    # Both spellings against each default (autolog's is false, the others true): each
+    # shows the variable is read at all and that no spelling is mistaken for the other.
     expected = raw in TRUE_SPELLINGS
     assert getattr(settings(**{name: raw}), BOOLEANS[name]) is expected
-    assert getattr(settings(**{name: ""}), BOOLEANS[name]) is True  # blank: the default
+    default = name != "INSPECT_MLFLOW_AUTOLOG_ENABLED"
+    assert getattr(settings(**{name: ""}), BOOLEANS[name]) is default  # blank: the default
 
 
 @pytest.mark.parametrize("name", sorted(BOOLEANS))
