@@ -171,7 +171,8 @@ class MlflowTrackingHook(Hooks):
         """Open the eval-level run and switch provider autolog on."""
         session = self._session_for("run_start")
         if session is not None:
-            session.start_autolog()
+            # In a thread: explicit autolog imports MLflow and resolves the experiment.
+            await anyio.to_thread.run_sync(session.start_autolog)
             uri = session.settings.tracking_uri
             if uri.startswith("sqlite:") and session.settings.delivery == "thread":
                 # Now, while the directory the eval started in is current (see there);
@@ -306,7 +307,8 @@ class MlflowTrackingHook(Hooks):
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(session.finish, timeout)
             if not session.has_open_runs():
-                session.stop_autolog()
+                # In a thread: it links autolog traces to their task runs.
+                await anyio.to_thread.run_sync(session.stop_autolog)
                 await anyio.to_thread.run_sync(session.close, timeout)
                 if self._session is session:
                     self._session = None

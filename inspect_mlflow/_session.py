@@ -59,18 +59,47 @@ class AutologOwner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._autologged: list[str] | None = None
+        self._routing: _autolog.Routing | None = None
 
     def start_autolog(self) -> None:
-        """Switch provider autolog on once per session, when the settings ask for it."""
-        if self._autologged is None:
-            enabled = self.settings.autolog_enabled
-            self._autologged = _autolog.enable(self.settings.autolog_providers) if enabled else []
+        """Switch provider autolog on once per session, when the settings ask for it.
+
+        Its traces must land in the hook's experiment, not in MLflow's ``Default``: when
+        they cannot be routed there (the store is unreachable), autolog is switched off
+        again for this run.
+        """
+        if self._autologged is not None:
+            return
+        enabled = self.settings.autolog_enabled
+        self._autologged = _autolog.enable(self.settings.autolog_providers) if enabled else []
+        if not self._autologged:
+            return
+        assert self.settings.tracking_uri is not None
+        try:
+            self._routing = _autolog.Routing(
+                self.settings.tracking_uri, self.settings.experiment_name
+            )
+        except Exception as err:
+            logger.warning(
+                "inspect-mlflow: provider autolog is off for this run (its traces could "
+                "not be sent to experiment %r): %r",
+                self.settings.experiment_name,
+                err,
+            )
+            _autolog.disable(self._autologged)
+            self._autologged = []
 
     def stop_autolog(self) -> None:
-        """Switch off what :meth:`start_autolog` switched on."""
+        """Switch off what :meth:`start_autolog` switched on; link and restore its routing."""
         if self._autologged:
             _autolog.disable(self._autologged)
         self._autologged = None
+        routing, self._routing = self._routing, None
+        if routing is not None:
+            try:
+                routing.close()
+            except Exception as err:
+                logger.warning("inspect-mlflow: ending provider autolog failed: %r", err)
 
 
 class Session(AutologOwner):

@@ -1,7 +1,7 @@
 """Provider autolog through real evals: on during the run, off after it, the user's own left alone.
 
-boto3 is installed here, so MLflow's ``bedrock`` flavor is available; openai (and the other
-default providers) are not, which exercises the "skip what is not installed" path. The
+boto3 is installed here, so MLflow's ``bedrock`` flavor is available; anthropic (and most
+other providers) are not, which exercises the "skip what is not installed" path. The
 state is read from inside a solver, while the eval runs, with MLflow's own
 ``autologging_is_disabled``.
 """
@@ -101,8 +101,8 @@ def test_bedrock_is_on_during_the_run_and_off_after(
         tmp_path,
         caplog,
         INSPECT_MLFLOW_AUTOLOG_ENABLED="true",
-        # openai is not installed here: skipped without an error or a warning
-        INSPECT_MLFLOW_AUTOLOG_MODELS="openai,bedrock",
+        # anthropic is not installed here: skipped without an error or a warning
+        INSPECT_MLFLOW_AUTOLOG_MODELS="anthropic,bedrock",
     )
     assert _seen == [False, False]
     assert _bedrock_disabled()
@@ -146,5 +146,5 @@ def test_unavailable_providers_are_skipped() -> None:
         for name, (_, sdk) in _autolog.PROVIDERS.items()
         if importlib.util.find_spec(sdk.split(".")[0]) is None
     ]
-    assert "openai" in missing
+    assert "anthropic" in missing
     assert _autolog.enable(missing) == []
