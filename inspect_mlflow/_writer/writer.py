@@ -47,6 +47,7 @@ Two ways out when the backend is gone, so the evaluation never waits on it:
   is neither sent on nor reported again. The one request in flight may still land
   later; a replay of the spooled copy is idempotent, so that costs no duplicate.
 """
+
 from __future__ import annotations
 
 import logging
