@@ -36,17 +36,32 @@ CONFIRM_INTERVAL = 0.5
 
 
 class _Forward(logging.Handler):
-    """Sends log records to the eval's process, which logs them under the same name."""
+    """Sends log records to the eval's process, which logs them under the same name.
+
+    Once the eval's process is gone (its pipe broke: it was killed), a record goes to
+    this process's stderr as one plain line, the way the eval's would have shown it, not
+    as logging's "--- Logging error ---" traceback on a terminal whose command has exited.
+    """
 
     def __init__(self, channel: Channel) -> None:
         super().__init__()
         self._channel = channel
+        self._gone = False
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not self._gone:
+            try:
+                self._channel.send(("log", record.levelno, record.name, record.getMessage()))
+                return
+            except Exception:
+                self._gone = True
+        if record.levelno < logging.WARNING:
+            return
         try:
-            self._channel.send(("log", record.levelno, record.name, record.getMessage()))
+            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.flush()
         except Exception:
-            self.handleError(record)
+            pass  # no stderr either: nowhere left to say it
 
 
 class DeliveryProcess:
@@ -248,8 +263,11 @@ def prepare_http() -> None:
 
 def main() -> int:
     """Entry point: messages on stdin, replies on stdout, stray prints to stderr."""
-    # Interrupts are the eval's to handle; this process ends when its stdin closes.
+    # Interrupts are the eval's to handle; this process ends when its stdin closes. Also
+    # SIGTERM: job schedulers send it to every process of the job, and the eval's
+    # process turns it into a cancellation whose run end this process must deliver.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     prepare_http()
     threading.Thread(target=_import_mlflow, name="inspect-mlflow-import", daemon=True).start()
     incoming = Channel(sys.stdin.buffer)

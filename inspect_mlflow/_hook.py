@@ -23,6 +23,7 @@ from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd
 from inspect_mlflow._config import Settings, SettingsError, fingerprint, load_settings
 from inspect_mlflow._mapping import MappingInvalid, load_mapping
 from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
+from inspect_mlflow._signals import TerminationGuard
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,10 @@ class MlflowTrackingHook(Hooks):
         # never fires (an eval set's retry reuses them without ending them either).
         self._unended: dict[tuple[str, ...], dict[tuple[Any, int], tuple[str, str]]] = {}
         self._said_reconcile = False
+        # eval_id -> where Inspect writes the task's log (known from task start): a task
+        # cancelled by Ctrl-C or SIGTERM gets no task_end, and the run end no logs.
+        self._log_locations: dict[str, str] = {}
+        self._termination = TerminationGuard()
 
     # -- activation -------------------------------------------------------------------
 
@@ -171,6 +176,7 @@ class MlflowTrackingHook(Hooks):
         """Open the eval-level run and switch provider autolog on."""
         session = self._session_for("run_start")
         if session is not None:
+            self._termination.install()
             # In a thread: explicit autolog imports MLflow and resolves the experiment.
             await anyio.to_thread.run_sync(session.start_autolog)
             uri = session.settings.tracking_uri
@@ -187,6 +193,9 @@ class MlflowTrackingHook(Hooks):
         task_id = getattr(data.spec, "task_id", None)
         if task_id:
             self._task_ids[data.eval_id] = (data.run_id, task_id)
+        location = _log_location(data.eval_id)
+        if location:
+            self._log_locations[data.eval_id] = location
         await self._prepare("task_start", data)
         self._dispatch("task_start", data)
 
@@ -284,6 +293,15 @@ class MlflowTrackingHook(Hooks):
                 )
                 await self._reconcile(data.eval_set_id, data.run_id, eval_id, log)
                 self._dispatch("task_end", orphan)
+        for log in await self._logs_on_disk(data.run_id):
+            # Cancelled (Ctrl-C, SIGTERM): Inspect wrote the task's log, status
+            # `cancelled`, but handed it to no hook. Its summary is in that file.
+            eval_id = log.eval.eval_id
+            self._open_tasks.pop(eval_id, None)
+            orphan = TaskEnd(
+                eval_set_id=data.eval_set_id, run_id=data.run_id, eval_id=eval_id, log=log
+            )
+            self._dispatch("task_end", orphan)
         for eval_id, run_id in list(self._open_tasks.items()):
             if run_id == data.run_id:
                 del self._open_tasks[eval_id]
@@ -291,10 +309,40 @@ class MlflowTrackingHook(Hooks):
         for eval_id, (run_id, _) in list(self._task_ids.items()):
             if run_id == data.run_id:
                 del self._task_ids[eval_id]
+                self._log_locations.pop(eval_id, None)
         for key, unended in list(self._unended.items()):
             if any(run_id == data.run_id for _, run_id in unended.values()):
                 del self._unended[key]
         await self._finish_run()
+        self._termination.release()
+
+    async def _logs_on_disk(self, run_id: str) -> list[Any]:
+        """The finished logs of this run's tasks that are still open, read from disk.
+
+        Off the event loop, shielded (an interrupted run ends in a cancelled scope) and
+        bounded by the flush timeout: a slow or remote log dir must not hold the exit.
+        """
+        import contextvars
+
+        wanted = {
+            eval_id: self._log_locations[eval_id]
+            for eval_id, owner in self._open_tasks.items()
+            if owner == run_id and eval_id in self._log_locations
+        }
+        if not wanted or self._session is None:
+            return []
+        read = contextvars.Context().run  # no async-library context: Inspect's sync reader
+        loop = asyncio.get_running_loop()
+        try:
+            with anyio.CancelScope(shield=True):
+                headers: list[Any] = await asyncio.wait_for(
+                    loop.run_in_executor(None, read, _read_headers, wanted),
+                    timeout=self._session.settings.flush_timeout,
+                )
+        except Exception as err:
+            logger.warning("inspect-mlflow: could not read the cancelled tasks' logs: %r", err)
+            return []
+        return headers
 
     async def _finish_run(self) -> None:
         session = self._session
@@ -327,6 +375,37 @@ def _read_samples(location: str, wanted: set[tuple[Any, int]]) -> list[Any]:
         read_eval_log_sample(location, id=s.id, epoch=s.epoch, resolve_attachments=True)
         for s in found
     ]
+
+
+def _log_location(eval_id: str) -> str | None:
+    """Where Inspect writes this task's log: its control registry has it at task start.
+
+    Not a public API: when it is missing, a cancelled task keeps only what its samples
+    logged.
+    """
+    try:
+        from inspect_ai._control.eval_state import get_eval_state
+
+        location = getattr(get_eval_state(eval_id), "log_location", None)
+    except Exception:
+        return None
+    return location if isinstance(location, str) and location else None
+
+
+def _read_headers(locations: dict[str, str]) -> list[Any]:
+    """Headers of the logs at ``locations`` that their task finished (not ``started``)."""
+    from inspect_ai.log import read_eval_log
+
+    headers = []
+    for eval_id, location in locations.items():
+        try:
+            log = read_eval_log(location, header_only=True)
+        except Exception as err:
+            logger.debug("inspect-mlflow: cannot read the log %s: %r", location, err)
+            continue
+        if log.eval.eval_id == eval_id and log.status != "started":
+            headers.append(log)
+    return headers
 
 
 def _prestart_delivery() -> None:
