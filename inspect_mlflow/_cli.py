@@ -94,7 +94,7 @@ def _run_check(args: argparse.Namespace) -> int:
             report = _dry_run(compiled, args.log)
             print(file=out)
             out.write(report.to_text())
-            status = max(status, EXIT_INVALID if report.problems else EXIT_OK)
+            status = max(status, EXIT_INVALID if report.failed else EXIT_OK)
     return status
 
 
@@ -140,7 +140,7 @@ def _run_check_json(args: argparse.Namespace) -> int:
         if args.log is not None:
             report = _dry_run(compiled, args.log)
             entry["dry_run"] = report.to_dict()
-            status = max(status, EXIT_INVALID if report.problems else EXIT_OK)
+            status = max(status, EXIT_INVALID if report.failed else EXIT_OK)
         entries.append(entry)
     json.dump({"mappings": entries}, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
@@ -162,7 +162,8 @@ def register_check(subparsers: Any) -> None:
         ),
         epilog=(
             "Exit status: 0 all valid, 1 a mapping is invalid (or, with --log, the dry run "
-            "found problems), 2 the check itself failed (for example an unreadable log)."
+            "found a likely typo or a problem), 2 the check itself failed (for example an "
+            "unreadable log)."
         ),
     )
     parser.add_argument(

@@ -5,13 +5,17 @@ and the expressions that silently gave nothing, before spending an eval on it. T
 is replayed through the same lifecycle points and engine as ``inspect-mlflow import``
 (``_importer``); the operations are captured in memory instead of being sent.
 
-What it flags:
+What it flags, most certain first:
 
+- likely typos: fields that no Inspect payload of the expression's lifecycle point has
+  (``sample.scroes``), found from Inspect's own types without the log
+  (:mod:`inspect_mlflow._mapping.fields`), each with a "did you mean";
 - the engine's problems (expressions that raised, values of the wrong type such as a
   text metric, rules with no open run, keys that collide once made MLflow-safe), each
   with where it comes from in the mapping;
-- expressions that gave nothing (null, empty or failed) every time they ran, and rules
-  that never applied (their point never fired, or their ``when`` never held);
+- expressions that gave nothing (null, empty or failed) every time they ran, grouped by
+  the field this log did not have, and rules that never applied (their point never
+  fired, or their ``when`` never held);
 - what MLflow would refuse or cut: a param logged again with another value, a metric
   step used twice for one key, text cut to MLflow's limits, a trace over the span cap.
 """
@@ -19,12 +23,15 @@ What it flags:
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from inspect_mlflow._mapping.fields import FieldTypo, absent_field, explain_error, field_typos
 from inspect_mlflow._mapping.model import (
     CompiledMapping,
     Entries,
@@ -33,6 +40,7 @@ from inspect_mlflow._mapping.model import (
     Loops,
     ObjectExpr,
     Rule,
+    Where,
 )
 from inspect_mlflow._pipeline import Pipeline, environment_secrets
 from inspect_mlflow._runtime.engine import Engine, Problem, Problems
@@ -41,6 +49,7 @@ from inspect_mlflow._runtime.operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
+    LogInputs,
     LogMetrics,
     LogParams,
     LogTrace,
@@ -104,6 +113,12 @@ class RunPlan:
     )
     """``count``, ``spans`` (total), ``max_spans`` (per trace), ``feedback`` (name ->
     assessments) and ``first`` (the first trace, summarised)."""
+    models: list[dict[str, Any]] = field(default_factory=list)
+    """The LoggedModels linked as inputs: ``{"key", "name", "tags", "params"}``."""
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    """The dataset inputs: ``{"name", "digest", "source", "profile", "context", ...}``."""
+    links: dict[str, list[str]] = field(default_factory=dict)
+    """``model ... dataset ...`` -> the metric keys logged for it."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (metric points as ``[step, value]`` pairs)."""
@@ -122,6 +137,9 @@ class RunPlan:
             "records": self.records,
             "artifacts": self.artifacts,
             "traces": self.traces,
+            "models": self.models,
+            "datasets": self.datasets,
+            "metric_links": self.links,
         }
 
 
@@ -134,9 +152,20 @@ class DryRunReport:
     runs: list[RunPlan]
     problems: list[Finding]
     gave_nothing: list[dict[str, str]]
-    """``{"where", "expression"}`` of expressions that never gave a value."""
+    """``{"where", "expression", "absent"}`` of expressions that never gave a value;
+    ``absent`` is the field this log did not have (or had empty), "" when every field it
+    reads was there (a condition or function gave nothing)."""
     never_applied: list[dict[str, str]]
     """``{"where", "rule", "reason"}`` of rules that wrote nothing because they never ran."""
+    typos: list[dict[str, str]] = field(default_factory=list)
+    """``{"where", "expression", "path", "message"}`` of fields no payload of the point has."""
+    short: dict[str, str] = field(default_factory=dict, repr=False)
+    """Mapping file -> the short name the text report uses for it (``default.yaml``)."""
+
+    @property
+    def failed(self) -> bool:
+        """Whether ``check --log`` should exit 1: a likely typo or a problem."""
+        return bool(self.typos or self.problems)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON, for ``check --format json``."""
@@ -144,6 +173,7 @@ class DryRunReport:
             "mapping": self.mapping,
             "log": self.log,
             "runs": [run.to_dict() for run in self.runs],
+            "typos": self.typos,
             "problems": [p.to_dict() for p in self.problems],
             "gave_nothing": self.gave_nothing,
             "never_applied": self.never_applied,
@@ -206,6 +236,8 @@ class _Capture:
                 run.artifacts[op.path] = {"chars": len(_dumps(op.content))}
             elif isinstance(op, LogTrace):
                 self._trace(run, op)
+            elif isinstance(op, LogInputs):
+                self._inputs(run, op)
             elif isinstance(op, CloseRun):
                 run.status, run.end_time_ms = op.status, op.end_time_ms
 
@@ -235,8 +267,28 @@ class _Capture:
                 continue
             run.params[key] = value
 
+    @staticmethod
+    def _inputs(run: RunPlan, op: LogInputs) -> None:
+        for model in op.models:
+            entry = asdict(model)
+            if entry not in run.models:
+                run.models.append(entry)
+        for dataset in op.datasets:
+            entry = asdict(dataset)
+            if entry not in run.datasets:
+                run.datasets.append(entry)
+
     def _metrics(self, run: RunPlan, op: LogMetrics) -> None:
         for metric in op.metrics:
+            if metric.model is not None or metric.dataset_name is not None:
+                parts = []
+                if metric.model is not None:
+                    parts.append(f"model {metric.model}")
+                if metric.dataset_name is not None:
+                    parts.append(f"dataset {metric.dataset_name} ({metric.dataset_digest})")
+                keys = run.links.setdefault(", ".join(parts), [])
+                if metric.key not in keys:
+                    keys.append(metric.key)
             points = run.metrics.setdefault(metric.key, [])
             if any(step == metric.step for step, _ in points):
                 self.note(
@@ -289,6 +341,9 @@ class _Capture:
         feedback: dict[str, int] = traces["feedback"]
         for item in op.feedback:
             feedback[item.name] = feedback.get(item.name, 0) + 1
+        if op.model is not None:
+            models: dict[str, int] = traces.setdefault("models", {})
+            models[op.model] = models.get(op.model, 0) + 1
         if "first" not in traces:
             traces["first"] = {
                 "name": op.name,
@@ -342,10 +397,16 @@ class _PlacedProblems(Problems):
             found.count += 1
 
 
-class _WatchingEngine(Engine):
-    """The engine, noting for each expression whether it ever gave a value."""
+_PROBES = 50
+"""Evaluations of an expression that gave nothing probed for the field that was absent."""
 
-    def __init__(self, mapping: CompiledMapping, **kwargs: Any) -> None:
+
+class _WatchingEngine(Engine):
+    """The engine, noting for each expression whether it ever gave a value, and why not."""
+
+    def __init__(
+        self, mapping: CompiledMapping, typos: Sequence[FieldTypo] = (), **kwargs: Any
+    ) -> None:
         super().__init__(mapping, **kwargs)
         self.problems = _PlacedProblems()
         self.runs_of: dict[int, int] = {}
@@ -354,18 +415,41 @@ class _WatchingEngine(Engine):
         """id(expr) -> evaluations that gave a value (not null, "", [] or {})."""
         self.held: dict[int, int] = {}
         """id(expr) -> evaluations that were true (JMESPath truthiness)."""
+        self.absent: dict[int, Counter[str]] = {}
+        """id(expr) -> the absent (or empty) field each probed empty evaluation found."""
+        self.typos: dict[tuple[Where, str], list[FieldTypo]] = {}
+        for typo in typos:
+            self.typos.setdefault((typo.where, typo.expression), []).append(typo)
+        self._rendering = 0
+
+    def _render(self, template: KeyTemplate, doc: Any) -> str | None:
+        # A placeholder that gives "" is a value (the key just has no text there).
+        self._rendering += 1
+        try:
+            return super()._render(template, doc)
+        finally:
+            self._rendering -= 1
 
     def _search(self, expr: Expr, doc: Any) -> Any:
-        value = super()._search(expr, doc)
+        try:
+            value = self._evaluator.search(expr, doc)
+        except Exception as err:
+            hints = self.typos.get((expr.where, expr.text), ())
+            self.problems.add("expression_error", expr.where, explain_error(expr, err, hints))
+            value = _MISSING
         key = id(expr)
         self.runs_of[key] = self.runs_of.get(key, 0) + 1
-        if value is _MISSING or value is None:
-            return value
-        empty = isinstance(value, (str, list, dict)) and len(value) == 0
+        empty = value is _MISSING or value is None
+        if not empty and isinstance(value, (str, list, dict)) and len(value) == 0:
+            empty = not (self._rendering and isinstance(value, str))
         if not empty:
             self.gave[key] = self.gave.get(key, 0) + 1
             if value is not False:
                 self.held[key] = self.held.get(key, 0) + 1
+        elif not self.gave.get(key):
+            seen = self.absent.setdefault(key, Counter())
+            if sum(seen.values()) < _PROBES:
+                seen[absent_field(expr, doc) or ""] += 1
         return value
 
 
@@ -403,6 +487,17 @@ def _rule_exprs(rule: Rule) -> Iterator[Expr | None]:
         yield from _template_exprs(template)
     yield from _value_exprs(rule.record)
     yield from _value_exprs(rule.value)
+    if rule.model is not None:
+        yield rule.model.name
+        yield from _entry_exprs(rule.model.tags)
+        yield from _entry_exprs(rule.model.params)
+    if rule.dataset is not None:
+        data = rule.dataset
+        yield from (data.name, data.digest, data.source, data.source_type, data.context)
+        yield from _value_exprs(data.profile)
+        yield from _value_exprs(data.schema)
+    if rule.link is not None:
+        yield from (rule.link.model, rule.link.dataset)
     trace = rule.trace
     if trace is None:
         return
@@ -410,6 +505,7 @@ def _rule_exprs(rule: Rule) -> Iterator[Expr | None]:
     yield trace.status
     yield from _entry_exprs(trace.tags)
     yield from _entry_exprs(trace.metadata)
+    yield trace.model
     if trace.spans is not None:
         spans = trace.spans
         yield from _loop_exprs(spans.for_each)
@@ -421,6 +517,11 @@ def _rule_exprs(rule: Rule) -> Iterator[Expr | None]:
         yield from _loop_exprs(feedback.for_each)
         yield from (feedback.name, feedback.value, feedback.rationale, feedback.error)
         yield from _entry_exprs(feedback.metadata)
+    expectations = getattr(trace, "expectations", None)
+    if expectations is not None:
+        yield from _loop_exprs(expectations.for_each)
+        yield from (expectations.name, expectations.value)
+        yield from _entry_exprs(expectations.metadata)
 
 
 def _mapping_exprs(mapping: CompiledMapping) -> Iterator[Expr]:
@@ -479,7 +580,8 @@ def dry_run(
 
     header = read_header(log)
     clock = LogClock()
-    engine = _WatchingEngine(mapping, log_artifacts=log_artifacts, clock=clock)
+    typos = field_typos(mapping)
+    engine = _WatchingEngine(mapping, typos, log_artifacts=log_artifacts, clock=clock)
     capture = _Capture(max_spans)
     pipeline = Pipeline(capture.send, environment_secrets() if secrets is None else secrets)
     points = mapping.points()
@@ -513,6 +615,16 @@ def dry_run(
         problems=problems,
         gave_nothing=_gave_nothing(mapping, engine),
         never_applied=_never_applied(mapping, engine, fired),
+        typos=[
+            {
+                "where": str(t.where),
+                "expression": t.expression,
+                "path": t.path,
+                "message": t.message,
+            }
+            for t in typos
+        ],
+        short=short_names(mapping.files),
     )
     # The engine's messages may quote a value too: mask the whole report once more.
     return pipeline.scrubber.value(report) if pipeline.scrubber else report
@@ -526,8 +638,15 @@ def _gave_nothing(mapping: CompiledMapping, engine: _WatchingEngine) -> list[dic
         if key in seen:
             continue
         seen.add(key)
+        if (expr.where, expr.text) in engine.typos:
+            continue  # reported as a likely typo
         if engine.runs_of.get(key) and not engine.gave.get(key):
-            out.append({"where": str(expr.where), "expression": expr.text})
+            seen_absent = engine.absent.get(key) or Counter()
+            # The deepest field: absent even where the fields before it are there
+            # (`event.output.usage.total_cost` of a model call, not `event.output` of a span).
+            named = [(label.count("."), n, label) for label, n in seen_absent.items() if label]
+            absent = max(named)[2] if named else ""
+            out.append({"where": str(expr.where), "expression": expr.text, "absent": absent})
     return out
 
 
@@ -594,11 +713,22 @@ def _run_lines(run: RunPlan) -> Iterator[str]:
         if values:
             yield f"  {title} ({len(values)})"
             yield from (f"    {k} = {_short(v)}" for k, v in values.items())
+    for model in run.models:
+        yield f"  model input: LoggedModel {model['name']!r} (model {model['key']})"
+        for title in ("tags", "params"):
+            yield from (f"    {title[:-1]} {k} = {_short(v)}" for k, v in model[title].items())
+    for data in run.datasets:
+        yield (
+            f"  dataset input: {data['name']!r} digest {data['digest']}  "
+            f"context {data['context']}  source {data['source']}  profile {data['profile']}"
+        )
     if run.metrics:
         points = sum(len(p) for p in run.metrics.values())
         width = min(max(len(k) for k in run.metrics), 48)
         yield f"  metrics ({len(run.metrics)} keys, {points} points)"
         yield from (_metric_line(k, p, width) for k, p in sorted(run.metrics.items()))
+    for link, keys in run.links.items():
+        yield f"  metrics for {link}: {len(keys)} keys ({_short(', '.join(keys))})"
     if run.tables:
         yield f"  tables ({len(run.tables)})"
     for path, table in run.tables.items():
@@ -622,6 +752,8 @@ def _run_lines(run: RunPlan) -> Iterator[str]:
             f"  traces ({traces['count']}): {traces['spans']} spans "
             f"(at most {traces['max_spans']} per trace); feedback: {feedback or 'none'}"
         )
+        for model, n in traces.get("models", {}).items():
+            yield f"    for model {model} (trace metadata mlflow.modelId): {n}"
     first = traces.get("first")
     if first:
         assessments = ", ".join(f"{f['name']}={_short(f['value'], 20)}" for f in first["feedback"])
@@ -631,18 +763,115 @@ def _run_lines(run: RunPlan) -> Iterator[str]:
         )
 
 
+def short_names(files: Sequence[str]) -> dict[str, str]:
+    """Mapping file -> its name in the text report: ``default.yaml``, not a site-packages path.
+
+    Its base name, unless two files share it; then its path relative to the current
+    directory when inside it, else the whole path.
+    """
+    bases = Counter(os.path.basename(f) for f in files)
+    out: dict[str, str] = {}
+    for file in files:
+        base = os.path.basename(file)
+        if bases[base] == 1:
+            out[file] = base
+            continue
+        try:
+            relative = os.path.relpath(file)
+        except ValueError:
+            relative = file
+        out[file] = file if relative.startswith("..") else relative
+    return out
+
+
+def _place(where: str, short: Mapping[str, str]) -> str:
+    """``where`` with its mapping file by its short name."""
+    for file, name in short.items():
+        if where.startswith(file + ":"):
+            return name + where[len(file) :]
+    return where
+
+
+def _places(wheres: Sequence[str], short: Mapping[str, str]) -> str:
+    """``default.yaml:36:28, 68:28, 94:26``: file:line:col, the file only when it changes."""
+    out: list[str] = []
+    last = None
+    for where in wheres:
+        place = _place(where, short).split(": ", 1)[0]
+        file, _, position = place.rpartition(":")
+        file, _, line = file.rpartition(":")
+        if not file:
+            out.append(place)
+            continue
+        out.append(f"{line}:{position}" if file == last else place)
+        last = file
+    return ", ".join(out)
+
+
+def _empty_groups(report: DryRunReport) -> list[tuple[str, list[str]]]:
+    """Expressions that gave nothing, grouped by the field the log did not have."""
+    groups: dict[str, list[str]] = {}
+    for entry in report.gave_nothing:
+        groups.setdefault(entry.get("absent", ""), []).append(entry["where"])
+    order = {file: number for number, file in enumerate(report.mapping)}
+
+    def position(where: str) -> tuple[int, ...]:
+        for file, number in order.items():
+            if where.startswith(file + ":"):
+                line, _, col = where[len(file) + 1 :].split(":", 2)[:2] + [""]
+                return (number, int(line) if line.isdigit() else 0)
+        return (len(order), 0)
+
+    for wheres in groups.values():
+        wheres.sort(key=position)
+    named = sorted(((k, v) for k, v in groups.items() if k), key=lambda kv: -len(kv[1]))
+    return named + [("", groups[""])] if "" in groups else named
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _text_lines(report: DryRunReport) -> Iterator[str]:
+    """Findings first (typos, then problems), the runs, then what was merely empty."""
+    short = report.short
     mapping = " + ".join(report.mapping)
     yield f"Dry run of {mapping} on {report.log} (nothing is written)"
+    yield ""
+    if report.typos:
+        yield (
+            f"likely typos ({len(report.typos)}): fields no Inspect payload of that point has, "
+            "so they never give a value"
+        )
+        for typo in report.typos:
+            yield f"  {_place(typo['where'], short)}: {typo['message']}"
+            yield f"      in: {typo['expression']}"
+    yield f"problems ({len(report.problems)})"
+    for problem in report.problems:
+        times = f" (x{problem.count})" if problem.count > 1 else ""
+        yield f"  {problem.kind}: {_place(problem.where, short)}: {problem.message}{times}"
     for run in report.runs:
         yield ""
         yield from _run_lines(run)
     yield ""
-    yield f"problems ({len(report.problems)})"
-    for problem in report.problems:
-        times = f" (x{problem.count})" if problem.count > 1 else ""
-        yield f"  {problem.kind}: {problem.where}: {problem.message}{times}"
-    yield f"expressions that gave nothing on this log ({len(report.gave_nothing)})"
-    yield from (f"  {e['where']}: {e['expression']}" for e in report.gave_nothing)
-    yield f"rules that never applied ({len(report.never_applied)})"
-    yield from (f"  {r['where']} ({r['rule']}): {r['reason']}" for r in report.never_applied)
+    groups = _empty_groups(report)
+    if report.gave_nothing:
+        yield (
+            f"empty on this log ({_plural(len(report.gave_nothing), 'expression')}), by the "
+            "field this log does not have (or has empty)"
+        )
+    for absent, wheres in groups:
+        label = absent or "every field there (a condition or a function gave nothing)"
+        yield f"  {label}: {len(wheres)} at {_places(wheres, short)}"
+    if report.never_applied:
+        yield f"rules that never applied ({len(report.never_applied)})"
+    for rule in report.never_applied:
+        place = _place(rule["where"], short).split(": ", 1)[0]
+        yield f"  {place} ({rule['rule']}): {rule['reason']}"
+    yield ""
+    yield (
+        f"{_plural(len(report.typos), 'likely typo')}, {_plural(len(report.problems), 'problem')}"
+        f"; {_plural(len(report.gave_nothing), 'expression')} empty on this log, "
+        f"{_plural(len(report.never_applied), 'rule')} never applied"
+        + (" (see the top)" if report.failed else "")
+    )

@@ -21,6 +21,7 @@ from inspect_mlflow._cli import main
 from inspect_mlflow._demo import demo_model, demo_task
 from inspect_mlflow._dryrun import dry_run
 from inspect_mlflow._mapping import load_mapping
+from inspect_mlflow._mapping.fields import field_typos
 from inspect_mlflow._paths import default_mapping_path
 
 SAMPLES = 3
@@ -92,8 +93,14 @@ def test_text_report_of_the_default_mapping(
     traces = next(got for got in lines if got.startswith(f"  traces ({SAMPLES}): "))
     assert traces.endswith(f"feedback: includes {SAMPLES}, match {SAMPLES}")
     assert "    first: 'sample 1 (epoch 1)' OK, " in out
-    # Optional fields this eval does not have are listed as having given nothing.
-    assert "params['dataset.name']: spec.dataset.name" in out
+    # Optional fields this eval does not have are listed, grouped by the absent field, at
+    # places named by the mapping's file name (not the path of the installed package).
+    empty = lines[lines.index(next(x for x in lines if x.startswith("empty on this log"))) :]
+    assert "  spec.dataset.name: 1 at default.yaml:" in "\n".join(empty)
+    assert any(x.startswith("  eval_set_id: ") for x in empty)
+    assert "<MAP>" not in "\n".join(empty) and "site-packages" not in out
+    assert not any(x.startswith("likely typos") for x in lines)
+    assert lines[-1].startswith("0 likely typos, 0 problems; ")
 
 
 def read_run_id(path: Path) -> str:
@@ -123,9 +130,10 @@ def test_json_report_has_keys_values_and_steps(
     # Times come from the log (its stats have second precision).
     assert task["start_time"][:19] == log.stats.started_at[:19]
     assert task["end_time"][:19] == log.stats.completed_at[:19]
-    assert report["problems"] == []
-    nothing = {e["expression"] for e in report["gave_nothing"]}
-    assert "spec.dataset.name" in nothing and "sample.error.message" in nothing
+    assert report["problems"] == [] and report["typos"] == []
+    nothing = {e["expression"]: e["absent"] for e in report["gave_nothing"]}
+    assert nothing["spec.dataset.name"] == "spec.dataset.name"
+    assert nothing["sample.error.message"] == "sample.error"
 
 
 def test_json_and_eval_logs_give_the_same_dry_run(known_log: Path, tmp_path: Path) -> None:
@@ -192,10 +200,17 @@ def test_flags_wrong_types_collisions_limits_and_empty_expressions(
     assert "param value cut to MLflow's limit of 6000" in by_kind["over_limit"]["message"]
     assert "MLflow refuses to change a param" in by_kind["param_changed"]["message"]
     assert by_kind["param_changed"]["count"] == SAMPLES - 1
-    assert {
-        "where": f"{mapping}:20:22: $.rules.sample_end[0].metrics['sample/typo']",
-        "expression": "sample.scroes.match.value",
-    } in report["gave_nothing"]
+    # A field EvalSample does not have is a likely typo, not merely empty on this log.
+    assert report["typos"] == [
+        {
+            "where": f"{mapping}:20:22: $.rules.sample_end[0].metrics['sample/typo']",
+            "expression": "sample.scroes.match.value",
+            "path": "sample.scroes",
+            "message": "`sample.scroes` is not a field of EvalSample "
+            "(did you mean `scores` or `choices`?)",
+        }
+    ]
+    assert "sample.scroes.match.value" not in {e["expression"] for e in report["gave_nothing"]}
     [never] = report["never_applied"]
     assert never["rule"] == "never" and "when never held" in never["reason"]
 
@@ -227,3 +242,106 @@ def test_unreadable_log_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_bytes(b"not a zip")
     assert main(["check", "--log", str(bad)]) == 2
     assert f"{bad}: cannot read the log" in capsys.readouterr().err
+
+
+TYPOS = """\
+version: 1
+extends: default
+rules:
+  sample_end:
+    - id: planted
+      run: task
+      metrics:
+        sample/typo: sample.scroes.match.value
+        sample/length: length(sample.outptu.completion)
+"""
+
+
+def test_a_planted_typo_is_the_first_finding_with_a_hint(
+    known_log: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mapping = tmp_path / "typos.yaml"
+    mapping.write_text(TYPOS)
+    assert main(["check", str(mapping), "--log", str(known_log)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index(next(x for x in lines if x.startswith("Dry run of ")))
+    findings = [x for x in lines[start + 1 :] if x][:5]
+    assert findings[0].startswith("likely typos (2): ")
+    assert findings[1] == (
+        "  typos.yaml:8:22: $.rules.sample_end[0].metrics['sample/typo']: `sample.scroes` is "
+        "not a field of EvalSample (did you mean `scores` or `choices`?)"
+    )
+    assert findings[2] == "      in: sample.scroes.match.value"
+    assert "`sample.outptu` is not a field of EvalSample (did you mean `output`?)" in findings[3]
+    # The type error it causes at run time says what went in and why, not jmespath's text.
+    [error] = [x for x in lines if x.startswith("  expression_error: typos.yaml:9:")]
+    assert (
+        "length(sample.outptu.completion): length() got null (it takes a string, an array or "
+        "an object): `sample.outptu` is not a field of EvalSample (did you mean `output`?) "
+        f"(x{SAMPLES})"
+    ) in error
+    assert "invalid type for value" not in "\n".join(lines)
+    assert lines[-1].startswith("2 likely typos, 1 problem; ")
+    assert lines[-1].endswith("(see the top)")
+
+
+def test_the_default_mapping_reads_only_fields_inspect_has(known_log: Path) -> None:
+    mapping = load_mapping(None)
+    assert field_typos(mapping) == []
+    report = dry_run(mapping, known_log)
+    assert report.typos == [] and report.problems == []
+    # What is empty on the demo log is named by the field the log does not have.
+    absent = {e["absent"] for e in report.gave_nothing}
+    assert {"eval_set_id", "sample.error", "spec.dataset.name", "log.error"} <= absent
+    assert {"model.value.total_cost", "event.output.usage.total_cost"} <= absent
+    # Only a condition may give nothing with every field there: dict-valued score members.
+    unnamed = [e["expression"] for e in report.gave_nothing if not e["absent"]]
+    assert len(unnamed) <= 1 and all("score.value.value" in e for e in unnamed), unnamed
+
+
+@pytest.mark.parametrize(
+    ("point", "expression", "message"),
+    [
+        ("sample_end", "sample.scroes", "`sample.scroes` is not a field of EvalSample"),
+        ("sample_end", "sample.output.completoin", "not a field of ModelOutput"),
+        (
+            "sample_end",
+            "sample.events[?event == 'model'].output.usage.input_tokns",
+            "`sample.events[].output.usage.input_tokns` is not a field of ModelUsage "
+            "(did you mean `input_tokens`",
+        ),
+        ("sample_end", "sample.events[?evnt == 'model']", "(did you mean `event`"),
+        ("sample_end", "max_by(sample.events, &timestmp)", "(did you mean `timestamp`?)"),
+        ("sample_end", "sample.id.x", "`sample.id.x`: a number or a string has no fields"),
+        ("task_end", "log.samples", "`log.samples` is not a field of EvalLog (header"),
+        ("task_end", "log.results.scores[0].metrics.a.vale", "(did you mean `value`?)"),
+        ("task_start", "spec.taks", "(did you mean `task`"),
+        ("run_start", "task_name", "the run_start context (did you mean `task_names`"),
+        ("run_end", "exception.mesage", "(did you mean `message`?)"),
+        ("run_end", "logs[0].eval.task", None),
+        ("sample_event", "event.output.usage.input_tokens", None),
+        ("sample_end", "sample.scores.match.value", None),
+        ("sample_end", "sample.metadata.anything.at.all", None),
+        ("sample_end", "items(sample.scores)[0].value.explanation", None),
+        ("sample_end", "items(sample.scores)[0].value.explantion", "not a field of Score"),
+        ("sample_end", "task_id && eval_id && counter.sample.index && null", None),
+        ("sample_end", "{v: sample.id}.v", None),
+        ("model_usage", "usage.input_tokens", None),
+    ],
+)
+def test_fields_are_checked_against_inspects_types(
+    tmp_path: Path, point: str, expression: str, message: str | None
+) -> None:
+    text = (
+        "version: 1\ncounters: [sample]\nruns:\n  task:\n    open: task_start\n"
+        "    close: task_end\n    key: eval_id\n    status: \"'FINISHED'\"\n"
+        f"rules:\n  {point}:\n    - run: task\n      tags:\n        t: \"{expression}\"\n"
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    typos = field_typos(load_mapping(path))
+    if message is None:
+        assert typos == []
+    else:
+        [typo] = typos
+        assert message in typo.message and typo.where.line == 13
