@@ -7,6 +7,7 @@ scores), 2 the command failed otherwise (see :mod:`inspect_mlflow._cli`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -49,7 +50,9 @@ def run_compare(args: argparse.Namespace) -> int:
         experiment_id = (
             comparison.a.experiment_id or comparison.b.experiment_id or _experiment_id(uri, name)
         )
-        logged = log_comparison(comparison, tracking_uri=uri, experiment_id=experiment_id)
+        # MLflow prints "View run ..." links on stdout for a server: keep stdout the result's
+        with contextlib.redirect_stdout(sys.stderr):
+            logged = log_comparison(comparison, tracking_uri=uri, experiment_id=experiment_id)
     if args.format == "json":
         document = comparison.to_dict()
         document["logged_run_id"] = logged

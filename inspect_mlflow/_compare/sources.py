@@ -204,6 +204,8 @@ def _load_mlflow(client: Any, uri: str, ref: str, experiment: str, label: str) -
         source = "mlflow-traces"
         scores, errored, count = _scores_from_traces(uri, run.info.experiment_id, run_id)
         notes.append(f"run {run_id} has no {SCORES_TABLE}: scores read from {count} traces")
+    if not scores:
+        notes.append(f"run {run_id} has no scores (no {SCORES_TABLE}, no scored traces)")
     _mark_errored(scores, errored)
     side_ref = RunRef(
         label=label,
