@@ -40,6 +40,7 @@ the package writes or prints."""
 VARIABLES: tuple[str, ...] = (
     "INSPECT_MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_URI",
+    "INSPECT_MLFLOW_EXPERIMENT_NAME",
     "MLFLOW_EXPERIMENT_NAME",
     "INSPECT_MLFLOW_LOG_ARTIFACTS",
     "MLFLOW_INSPECT_LOG_ARTIFACTS",
@@ -47,6 +48,8 @@ VARIABLES: tuple[str, ...] = (
     "INSPECT_MLFLOW_AUTOLOG_MODELS",
     "INSPECT_MLFLOW_MAPPING",
     "INSPECT_MLFLOW_TRACES",
+    "INSPECT_MLFLOW_TRACING_ENABLED",
+    "MLFLOW_INSPECT_TRACING",
     "INSPECT_MLFLOW_TRACE_MAX_SPANS",
     "INSPECT_MLFLOW_TRACE_MAX_TEXT",
     "INSPECT_MLFLOW_FLUSH_TIMEOUT",
@@ -56,6 +59,15 @@ VARIABLES: tuple[str, ...] = (
     *SECRET_VARIABLES,
 )
 """Every environment variable :func:`load_settings` reads."""
+
+OLDER_NAMES: dict[str, tuple[str, ...]] = {
+    "INSPECT_MLFLOW_EXPERIMENT_NAME": ("MLFLOW_EXPERIMENT_NAME",),
+    "INSPECT_MLFLOW_LOG_ARTIFACTS": ("MLFLOW_INSPECT_LOG_ARTIFACTS",),
+    "INSPECT_MLFLOW_TRACES": ("INSPECT_MLFLOW_TRACING_ENABLED", "MLFLOW_INSPECT_TRACING"),
+}
+"""Other names of a setting, in the order they are honoured after the first: the names
+the PyPI package ``inspect-mlflow`` (debu-sinha, 0.9) reads for the same thing, so an
+environment set up for it keeps working (the first name set wins)."""
 
 _MIN_SECRET_CHARS = 4
 """Shorter values are not scrubbed (replacing every ``a`` in a log would help nobody)."""
@@ -107,6 +119,14 @@ class Settings:
     def active(self) -> bool:
         """True when a tracking URI is configured."""
         return bool(self.tracking_uri)
+
+
+def _first_set(env: Mapping[str, str], name: str) -> str:
+    """The first of ``name`` and its :data:`OLDER_NAMES` that is set (else ``name``)."""
+    for candidate in (name, *OLDER_NAMES.get(name, ())):
+        if _get(env, candidate) is not None:
+            return candidate
+    return name
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -245,10 +265,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     tracking_uri = absolute_sqlite_uri(
         _get(env, "INSPECT_MLFLOW_TRACKING_URI") or _get(env, "MLFLOW_TRACKING_URI")
     )
-    if _get(env, "INSPECT_MLFLOW_LOG_ARTIFACTS") is not None:
-        log_artifacts = parse_bool(env, "INSPECT_MLFLOW_LOG_ARTIFACTS", True)
-    else:
-        log_artifacts = parse_bool(env, "MLFLOW_INSPECT_LOG_ARTIFACTS", True)
+    log_artifacts = parse_bool(env, _first_set(env, "INSPECT_MLFLOW_LOG_ARTIFACTS"), True)
     mapping_raw = _get(env, "INSPECT_MLFLOW_MAPPING")
     mapping_path = None
     if mapping_raw is not None:
@@ -261,12 +278,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
     return Settings(
         tracking_uri=tracking_uri,
-        experiment_name=_get(env, "MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
+        experiment_name=_get(env, _first_set(env, "INSPECT_MLFLOW_EXPERIMENT_NAME"))
+        or DEFAULT_EXPERIMENT,
         log_artifacts=log_artifacts,
         autolog_enabled=parse_bool(env, "INSPECT_MLFLOW_AUTOLOG_ENABLED", False),
         autolog_providers=parse_providers(env, "INSPECT_MLFLOW_AUTOLOG_MODELS"),
         mapping_path=mapping_path,
-        traces=parse_bool(env, "INSPECT_MLFLOW_TRACES", True),
+        traces=parse_bool(env, _first_set(env, "INSPECT_MLFLOW_TRACES"), True),
         trace_max_spans=int(_parse_number(env, "INSPECT_MLFLOW_TRACE_MAX_SPANS", 1000, int)),
         trace_max_text=int(_parse_number(env, "INSPECT_MLFLOW_TRACE_MAX_TEXT", 20_000, int)),
         flush_timeout=_parse_number(env, "INSPECT_MLFLOW_FLUSH_TIMEOUT", 30.0, float),

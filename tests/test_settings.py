@@ -30,6 +30,8 @@ BOOLEANS = {
     "MLFLOW_INSPECT_LOG_ARTIFACTS": "log_artifacts",
     "INSPECT_MLFLOW_AUTOLOG_ENABLED": "autolog_enabled",
     "INSPECT_MLFLOW_TRACES": "traces",
+    "INSPECT_MLFLOW_TRACING_ENABLED": "traces",
+    "MLFLOW_INSPECT_TRACING": "traces",
 }
 
 
@@ -142,6 +144,38 @@ def test_artifact_switch_newer_name_has_priority(
     if old is not None:
         env["MLFLOW_INSPECT_LOG_ARTIFACTS"] = old
     assert settings(**env).log_artifacts is expected
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MLFLOW_INSPECT_TRACING": "false"}, False),
+        ({"INSPECT_MLFLOW_TRACING_ENABLED": "no"}, False),
+        ({"INSPECT_MLFLOW_TRACING_ENABLED": "true", "MLFLOW_INSPECT_TRACING": "false"}, True),
+        ({"INSPECT_MLFLOW_TRACES": "true", "INSPECT_MLFLOW_TRACING_ENABLED": "false"}, True),
+        ({"INSPECT_MLFLOW_TRACES": "off", "MLFLOW_INSPECT_TRACING": "true"}, False),
+        ({"INSPECT_MLFLOW_TRACES": "", "MLFLOW_INSPECT_TRACING": "false"}, False),
+    ],
+)
+def test_the_pypi_packages_tracing_names_switch_traces(
+    env: dict[str, str], expected: bool
+) -> None:
+    # Names of the PyPI `inspect-mlflow` 0.9 (the same import package): an environment
+    # set up for it keeps its meaning; ours wins, then its override, then its switch.
+    assert settings(**env).traces is expected
+
+
+def test_the_pypi_packages_experiment_override_wins_over_mlflows_name() -> None:
+    assert settings(INSPECT_MLFLOW_EXPERIMENT_NAME="mine").experiment_name == "mine"
+    both = settings(INSPECT_MLFLOW_EXPERIMENT_NAME="mine", MLFLOW_EXPERIMENT_NAME="other")
+    assert both.experiment_name == "mine"
+    blank = settings(INSPECT_MLFLOW_EXPERIMENT_NAME=" ", MLFLOW_EXPERIMENT_NAME="other")
+    assert blank.experiment_name == "other"
+
+
+def test_a_bad_older_tracing_switch_names_itself() -> None:
+    assert "MLFLOW_INSPECT_TRACING" in error(MLFLOW_INSPECT_TRACING="x")
+    assert settings(INSPECT_MLFLOW_TRACES="true", MLFLOW_INSPECT_TRACING="x").traces
 
 
 def test_a_bad_older_artifact_switch_is_ignored_only_when_the_newer_one_is_set() -> None:
