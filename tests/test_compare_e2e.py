@@ -154,6 +154,10 @@ def test_unknown_reference_exits_1(evals: Evals, capsys: pytest.CaptureFixture[s
     args = ["compare", "nope", evals.log_b.eval.eval_id, "--tracking-uri", evals.uri]
     assert main([*args, "--experiment", evals.experiment]) == 1
     assert "no task run" in capsys.readouterr().err
+    # a task name matches all three runs: both sides would be the latest
+    args = ["compare", "demo_addition", "demo_addition", "--tracking-uri", evals.uri]
+    assert main([*args, "--experiment", evals.experiment]) == 1
+    assert "the same run" in capsys.readouterr().err
 
 
 def _wrong_first_time_on_evens() -> Any:

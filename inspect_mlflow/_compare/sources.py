@@ -299,6 +299,8 @@ def compare_runs(
     """
     side_a = load_side(a, label="A", tracking_uri=tracking_uri, experiment=experiment)
     side_b = load_side(b, label="B", tracking_uri=tracking_uri, experiment=experiment)
+    if side_a.ref.run_id is not None and side_a.ref.run_id == side_b.ref.run_id:
+        raise ValueError(f"A and B are the same run ({side_a.ref.run_id}): pass run ids")
     notes = [f"A: {n}" for n in side_a.notes] + [f"B: {n}" for n in side_b.notes]
     if reducers is None:
         reducers = [r for r in side_a.reducers if r in side_b.reducers] or ["mean"]
