@@ -179,7 +179,9 @@ def _run(
         logging.getLogger("inspect_mlflow").removeHandler(capture)
         os.chdir(cwd)
     assert logs[0].status == "success", logs[0].error
-    assert [r.getMessage() for r in records] == []
+    # none of autolog's warnings (its switching on, routing, linking or ending failed)
+    messages = [r.getMessage() for r in records]
+    assert [m for m in messages if "autolog:" in m or "provider autolog" in m] == []
     return logs[0]
 
 
