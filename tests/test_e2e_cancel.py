@@ -59,6 +59,34 @@ logs = eval(demo_task(100, name="cancelled"), model=model, log_dir=sys.argv[1],
 print("eval returned", [log.status for log in logs], flush=True)
 """
 
+_TASK_FILE = r"""
+import anyio
+from inspect_ai import Task, task
+from inspect_ai.model import ChatMessageTool, get_model
+from inspect_mlflow._demo import DEMO_MODEL, answer, demo_task
+
+
+async def slow(input, tools, tool_choice, config):
+    await anyio.sleep(0.2)
+    output = answer(input, tools, tool_choice, config)
+    if isinstance(input[-1], ChatMessageTool):
+        print("answered", flush=True)
+    return output
+
+
+@task
+def cancelled():
+    demo = demo_task(100)
+    model = get_model(DEMO_MODEL, custom_outputs=slow, memoize=False)
+    return Task(dataset=demo.dataset, solver=demo.solver, scorer=demo.scorer, model=model)
+"""
+
+_INSPECT_CLI = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from inspect_ai._cli.main import main; sys.exit(main())"
+)
+"""``inspect ...`` with Python's Ctrl-C handler, as an interactive terminal gives it."""
+
 
 class Child:
     """The eval's process, its output read on a thread so the test can wait for lines."""
@@ -182,10 +210,16 @@ def _assert_killed_with_summary(store: Any, log_dir: Path, child: Child) -> None
 
 
 def _run_and_signal(
-    store: Any, tmp_path: Path, signum: int, times: int = 1, **env: str
+    store: Any,
+    tmp_path: Path,
+    signum: int,
+    times: int = 1,
+    command: list[str] | None = None,
+    **env: str,
 ) -> tuple[Child, int]:
     log_dir = tmp_path / "logs"
-    child = Child([sys.executable, "-c", _CHILD, str(log_dir)], _env(store, **env), cwd=tmp_path)
+    command = command or [sys.executable, "-c", _CHILD, str(log_dir)]
+    child = Child(command, _env(store, **env), cwd=tmp_path)
     try:
         child.wait_answered(ANSWERED_BEFORE_SIGNAL)
         child.signal(signum)
@@ -252,3 +286,10 @@ def test_a_killed_eval_leaves_no_logging_error_on_the_terminal(
     assert "2 run(s) closed as FAILED" in child.stderr, child.output()
     runs = runs_by_name(sqlite_store.client(), sqlite_store.experiment_name)
     assert {run.info.status for run in runs.values()} == {"FAILED"}
+
+
+def test_ctrl_c_of_inspect_eval_on_the_command_line(sqlite_store: Any, tmp_path: Path) -> None:
+    (tmp_path / "cancel_task.py").write_text(_TASK_FILE)
+    command = [sys.executable, "-c", _INSPECT_CLI, "eval", "cancel_task.py"]
+    command += ["--log-dir", str(tmp_path / "logs"), "--max-samples", "2", "--display", "plain"]
+    _run_and_signal(sqlite_store, tmp_path, signal.SIGINT, command=command)
