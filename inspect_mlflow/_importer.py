@@ -924,7 +924,12 @@ class Importer:
                     max_results=500,
                     page_token=token,
                 )
-                ids.update(t.info.trace_id for t in page if not t.info.assessments)
+                # Unscored: no feedback (an expectation, the target, is not a score).
+                ids.update(
+                    t.info.trace_id
+                    for t in page
+                    if not any(a.feedback is not None for a in t.info.assessments or ())
+                )
                 token = page.token
                 if not token:
                     break

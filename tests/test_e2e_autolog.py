@@ -382,3 +382,40 @@ def test_explicit_autolog_on_a_server(
         openai_server,
         shared_store=True,
     )
+
+
+@pytest.mark.usefixtures("openai_autolog_off")
+def test_explicit_autolog_restores_the_users_own_tracing_settings(
+    tmp_path: Path, openai_server: _Server
+) -> None:
+    """A destination and span processor the user set before the run are theirs again after."""
+    import mlflow
+    from mlflow.entities.trace_location import MlflowExperimentLocation
+    from mlflow.tracing.config import get_config
+    from mlflow.tracing.provider import _MLFLOW_TRACE_USER_DESTINATION
+
+    seen: list[str] = []
+
+    def users_processor(span: Any) -> None:
+        seen.append(span.name)
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    name = new_experiment_name("autolog-restore")
+    users = MlflowExperimentLocation("12345")
+    mlflow.tracing.set_destination(users)
+    mlflow.tracing.configure(span_processors=[users_processor])
+    try:
+        log = _run(
+            tmp_path,
+            openai_server,
+            uri,
+            name,
+            INSPECT_MLFLOW_AUTOLOG_ENABLED="true",
+            INSPECT_MLFLOW_AUTOLOG_MODELS="openai",
+        )
+        _check_explicit(uri, name, log, openai_server)
+        assert len(seen) == SAMPLES  # the user's processor kept running on autolog's spans
+        assert _MLFLOW_TRACE_USER_DESTINATION.get() == users
+        assert get_config().span_processors == [users_processor]
+    finally:
+        mlflow.tracing.reset()

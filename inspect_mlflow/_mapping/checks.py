@@ -379,7 +379,7 @@ def _check_rule(
     loops: list[tuple[DataPath, Any]] = [((*path, "for_each"), rule.get("for_each"))]
     trace = rule.get("trace")
     if isinstance(trace, Mapping):
-        for part in ("spans", "feedback"):
+        for part in ("spans", "feedback", "expectations"):
             section = trace.get(part)
             if isinstance(section, Mapping):
                 loops.append(((*path, "trace", part, "for_each"), section.get("for_each")))

@@ -24,6 +24,7 @@ from inspect_mlflow._mapping.model import (
     LIFECYCLE_POINTS,
     CompiledMapping,
     Entries,
+    ExpectationSpec,
     Expr,
     FeedbackSpec,
     KeyTemplate,
@@ -248,6 +249,8 @@ class _Compiler:
             status=self.optional(spec, path, "status"),  # type: ignore[arg-type]
             where=self.locator.where(path),
             resume=self.flag(spec, path, "resume"),
+            start=self.optional(spec, path, "start"),
+            end=self.optional(spec, path, "end"),
         )
 
     def spans(self, spec: Mapping[str, Any], path: DataPath) -> SpanSpec:
@@ -264,6 +267,15 @@ class _Compiler:
             attributes=self.entries(spec, path, "attributes"),
             status=self.optional(spec, path, "status"),
             error=self.optional(spec, path, "error"),
+            exception=self.optional(spec, path, "exception"),
+        )
+
+    def expectations(self, spec: Mapping[str, Any], path: DataPath) -> ExpectationSpec:
+        return ExpectationSpec(
+            for_each=self.loops(spec, path),
+            name=self.optional(spec, path, "name"),  # type: ignore[arg-type]
+            value=self.optional(spec, path, "value"),  # type: ignore[arg-type]
+            metadata=self.entries(spec, path, "metadata"),
         )
 
     def feedback(self, spec: Mapping[str, Any], path: DataPath) -> FeedbackSpec:
@@ -279,6 +291,7 @@ class _Compiler:
     def trace(self, spec: Mapping[str, Any], path: DataPath) -> TraceSpec:
         spans = spec.get("spans")
         feedback = spec.get("feedback")
+        expectations = spec.get("expectations")
         return TraceSpec(
             key=self.optional(spec, path, "key"),  # type: ignore[arg-type]
             name=self.optional(spec, path, "name"),
@@ -293,6 +306,11 @@ class _Compiler:
             feedback=(
                 self.feedback(feedback, (*path, "feedback"))
                 if isinstance(feedback, Mapping)
+                else None
+            ),
+            expectations=(
+                self.expectations(expectations, (*path, "expectations"))
+                if isinstance(expectations, Mapping)
                 else None
             ),
         )

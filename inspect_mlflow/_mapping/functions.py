@@ -531,6 +531,77 @@ class MappingFunctions(Functions):
             raise FunctionValueError("replace", "old must not be empty")
         return text.replace(old, new)
 
+    @signature({"types": ["array", "null"]})
+    def _func_latest(self, times: list[Any] | None) -> Any:
+        """The latest of ISO-8601 times or epoch seconds, as given; nulls are ignored.
+
+        Times of different precision compare by their instant (``...:51+00:00`` is
+        before ``...:51.06+00:00``); null when there is none.
+
+        >>> jmespath.search("latest(@)", ["2024-01-01T00:00:51+00:00", None,
+        ...     "2024-01-01T00:00:51.062Z"], OPTIONS)
+        '2024-01-01T00:00:51.062Z'
+        """
+        return _extreme_time("latest", times, max)
+
+    @signature({"types": ["array", "null"]})
+    def _func_earliest(self, times: list[Any] | None) -> Any:
+        """The earliest of ISO-8601 times or epoch seconds, as given; nulls are ignored.
+
+        >>> jmespath.search("earliest(@)", ["2024-01-01T00:00:02Z", "2024-01-01T00:00:01Z"],
+        ...     OPTIONS)
+        '2024-01-01T00:00:01Z'
+        """
+        return _extreme_time("earliest", times, min)
+
+    @signature({"types": ["string", "null"]})
+    def _func_dirname(self, path: str | None) -> str | None:
+        """The folder part of a path or URL (before its last slash or backslash); null stays null.
+
+        Where an eval's log sits, for ``inspect view --log-dir <folder>``.
+
+        >>> jmespath.search("dirname(@)", "/tmp/logs/2024_qa_Ab3.eval", OPTIONS)
+        '/tmp/logs'
+        >>> jmespath.search("dirname(@)", "s3://bucket/logs/x.eval", OPTIONS)
+        's3://bucket/logs'
+        """
+        if path is None:
+            return None
+        cut = max(path.rfind("/"), path.rfind("\\"))
+        if cut < 0:
+            return "."
+        return path[:cut] or path[: cut + 1]
+
+    @signature({"types": ["number", "null"]}, {"types": ["number"]})
+    def _func_round(self, value: int | float | None, digits: int | float) -> int | float | None:
+        """``value`` rounded to ``digits`` decimals (an integer for 0); null stays null.
+
+        For text people read (a run's description): ``0.8333333`` reads as ``0.833``.
+
+        >>> jmespath.search("round(@, `3`)", 0.8333333, OPTIONS)
+        0.833
+        >>> jmespath.search("round(@, `0`)", 1234.56, OPTIONS)
+        1235
+        """
+        if value is None:
+            return None
+        if not isinstance(digits, int) and not float(digits).is_integer():
+            raise FunctionValueError("round", f"digits must be a whole number, got {digits!r}")
+        places = int(digits)
+        if isinstance(value, float) and not math.isfinite(value):
+            return value
+        if places <= 0:
+            return int(round(value, places))
+        return round(float(value), places)
+
+
+def _extreme_time(name: str, times: list[Any] | None, pick: Any) -> Any:
+    """The element of ``times`` at the extreme instant chosen by ``pick`` (nulls skipped)."""
+    known = [t for t in times or () if t is not None]
+    if not known:
+        return None
+    return pick(known, key=lambda t: _epoch_seconds(_parse_time(name, t)))
+
 
 @dataclass(frozen=True, slots=True)
 class Arity:

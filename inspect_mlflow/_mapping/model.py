@@ -150,6 +150,19 @@ class SpanSpec:
     attributes: Entries
     status: Expr | None
     error: Expr | None
+    exception: Expr | None = None
+    """An object ``{type, message, stacktrace}`` (or a message): the span's exception
+    event; the span is then ERROR."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationSpec:
+    """How to build the ground-truth assessments (MLflow expectations) of a trace."""
+
+    for_each: Loops
+    name: Expr
+    value: Expr
+    metadata: Entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +192,7 @@ class TraceSpec:
     metadata: Entries
     spans: SpanSpec | None
     feedback: FeedbackSpec | None
+    expectations: ExpectationSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +211,11 @@ class RunSpec:
     resume: Expr | None = None
     """When truthy on the opening context, a run with the same key that was closed
     before (in this process or an earlier one) is continued instead of left closed."""
+    start: Expr | None = None
+    """The run's start time (ISO or epoch seconds) on the opening context; null or
+    absent: the time of the point (the log's time on import)."""
+    end: Expr | None = None
+    """The run's end time on the closing context; null or absent: the point's time."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from inspect_mlflow._mapping.model import (
     RUN_STATUSES,
     CompiledMapping,
     Entries,
+    ExpectationSpec,
     Expr,
     FeedbackSpec,
     KeyTemplate,
@@ -53,6 +54,7 @@ from inspect_mlflow._runtime.operations import (
     RUN_STATE_PATH,
     AppendRows,
     CloseRun,
+    ExpectationData,
     FeedbackData,
     LogArtifact,
     LogMetrics,
@@ -324,6 +326,21 @@ def _status_ok_error(value: Any) -> str:
     return "ERROR" if isinstance(value, str) and value.upper() == "ERROR" else "OK"
 
 
+def _exception(value: Any) -> dict[str, str] | None:
+    """A span's exception as ``{type, message, stacktrace}`` text; a string is the message."""
+    value = to_json(value)
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        return {"message": to_text(value)}
+    out = {
+        name: to_text(value[name])
+        for name in ("type", "message", "stacktrace")
+        if value.get(name) is not None
+    }
+    return out or None
+
+
 def _cell(value: Any) -> Any:
     """A table cell: plain JSON, long strings cut with a marker, inside objects too."""
     kind = type(value)
@@ -570,7 +587,8 @@ class Engine:
         self._runs[key] = run
         if parent is not None:
             self._runs[parent].children.append(key)
-        ops.append(OpenRun(key, spec.kind, run.name, parent, tags, now_ms, resume=resume))
+        start_ms = self._run_time_ms(spec.start, doc, now_ms)
+        ops.append(OpenRun(key, spec.kind, run.name, parent, tags, start_ms, resume=resume))
 
     def _resumes(self, spec: RunSpec, ctx: Mapping[str, Any]) -> bool:
         """Whether ``spec``'s ``resume`` is truthy on the opening context."""
@@ -629,7 +647,9 @@ class Engine:
             if child_run is not None:
                 self._close(child_run, ctx, now_ms, ops, fallback)
         status = fallback
+        end_ms = now_ms
         if ctx is not None:
+            end_ms = self._run_time_ms(run.spec.end, _Doc(ctx, self, run, {}), now_ms)
             value = self._search(run.spec.status, _Doc(ctx, self, run, {}))
             if value is not _MISSING:
                 value = to_json(value)
@@ -652,7 +672,14 @@ class Engine:
         parent = self._runs.get(run.parent) if run.parent else None
         if parent is not None and run.key in parent.children:
             parent.children.remove(run.key)
-        ops.append(CloseRun(run.key, status, now_ms))  # type: ignore[arg-type]
+        ops.append(CloseRun(run.key, status, end_ms))  # type: ignore[arg-type]
+
+    def _run_time_ms(self, expr: Expr | None, doc: _Doc, now_ms: int) -> int:
+        """A run's start or end from the mapping (Inspect's own times), else the point's."""
+        if expr is None:
+            return now_ms
+        ns = self._time_ns(expr, doc, required=False)
+        return now_ms if ns is None else ns // 1_000_000
 
     # -- rules ------------------------------------------------------------------------
 
@@ -866,6 +893,9 @@ class Engine:
         feedback: tuple[FeedbackData, ...] = ()
         if spec.feedback is not None:
             feedback = tuple(self._feedback(spec.feedback, doc))
+        expectations: tuple[ExpectationData, ...] = ()
+        if spec.expectations is not None:
+            expectations = tuple(self._expectations(spec.expectations, doc))
         return LogTrace(
             run=run.key,
             trace_key=trace_key,
@@ -879,6 +909,7 @@ class Engine:
             metadata=self._string_map(spec.metadata, doc),
             spans=spans,
             feedback=feedback,
+            expectations=expectations,
         )
 
     def _spans(self, spec: SpanSpec, doc: _Doc) -> Iterable[SpanData]:
@@ -891,6 +922,12 @@ class Engine:
             if start is None:
                 continue
             end = self._time_ns(spec.end, element, required=False) if spec.end else None
+            status = _status_ok_error(self._opt_value(spec.status, element))
+            exception = _exception(self._opt_value(spec.exception, element))
+            exc_message = None
+            if exception is not None:
+                status = "ERROR"
+                exc_message = exception.get("message") or exception.get("type")
             yield SpanData(
                 span_id=span_id,
                 parent_id=self._opt_text(spec.parent, element),
@@ -901,8 +938,9 @@ class Engine:
                 inputs=self._opt_json(spec.inputs, element),
                 outputs=self._opt_json(spec.outputs, element),
                 attributes=self._json_map(spec.attributes, element),
-                status=_status_ok_error(self._opt_value(spec.status, element)),  # type: ignore[arg-type]
-                error=self._opt_text(spec.error, element),
+                status=status,  # type: ignore[arg-type]
+                error=self._opt_text(spec.error, element) or exc_message,
+                exception=exception,
             )
 
     def _feedback(self, spec: FeedbackSpec, doc: _Doc) -> Iterable[FeedbackData]:
@@ -922,6 +960,23 @@ class Engine:
                 rationale=self._opt_text(spec.rationale, element),
                 metadata=self._string_map(spec.metadata, element),
                 error=self._opt_text(spec.error, element),
+            )
+
+    def _expectations(self, spec: ExpectationSpec, doc: _Doc) -> Iterable[ExpectationData]:
+        for element in self._elements(spec.for_each, doc):
+            name = self._opt_text(spec.name, element)
+            if name is None:
+                self.problems.add(
+                    "rejected_value", spec.name.where, "expectation name is null; skipped"
+                )
+                continue
+            value = self._search(spec.value, element)
+            if value is _MISSING or value is None:
+                continue
+            yield ExpectationData(
+                name=name,
+                value=json_value(value),
+                metadata=self._string_map(spec.metadata, element),
             )
 
     def _time_ns(self, expr: Expr | None, doc: _Doc, required: bool = True) -> int | None:

@@ -124,6 +124,20 @@ class SpanData:
     attributes: dict[str, JSONValue] = field(default_factory=dict)
     status: Literal["OK", "ERROR"] = "OK"
     error: str | None = None
+    exception: dict[str, str] | None = None
+    """The exception the span raised (``type``, ``message``, ``stacktrace``, each
+    optional): recorded as the span's ``exception`` event, as OpenTelemetry does."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectationData:
+    """One ground-truth assessment (MLflow ``Expectation``) on a trace."""
+
+    name: str
+    value: JSONValue
+    source_type: str = "CODE"
+    source_id: str = "inspect_ai"
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +170,8 @@ class LogTrace:
     metadata: dict[str, str] = field(default_factory=dict)
     spans: tuple[SpanData, ...] = ()
     feedback: tuple[FeedbackData, ...] = ()
+    expectations: tuple[ExpectationData, ...] = ()
+    """Ground truth (the sample's target): sent with the trace like its feedback."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 from inspect_mlflow._runtime.operations import (
     ALL_OPERATIONS,
     AppendRows,
+    ExpectationData,
     FeedbackData,
     LogMetrics,
     LogTrace,
@@ -156,6 +157,9 @@ def decode_op(record: Mapping[str, Any]) -> Operation:
     elif cls is LogTrace:
         data["spans"] = tuple(_build(SpanData, s) for s in data.get("spans", ()))
         data["feedback"] = tuple(_build(FeedbackData, f) for f in data.get("feedback", ()))
+        data["expectations"] = tuple(
+            _build(ExpectationData, e) for e in data.get("expectations", ())
+        )
     return _build(cls, data)  # type: ignore[no-any-return]
 
 

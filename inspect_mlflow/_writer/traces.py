@@ -44,16 +44,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow.entities import AssessmentSource, Feedback, Span, TraceInfo, TraceLocation, TraceState
+from mlflow.entities import (
+    Assessment,
+    AssessmentSource,
+    Expectation,
+    Feedback,
+    Span,
+    TraceInfo,
+    TraceLocation,
+    TraceState,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE, ErrorCode
 from mlflow.tracing.client import TracingClient
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 
-from inspect_mlflow._runtime.operations import FeedbackData, LogTrace, SpanData
+from inspect_mlflow._runtime.operations import ExpectationData, FeedbackData, LogTrace, SpanData
 
 logger = logging.getLogger(__name__)
 
@@ -300,11 +309,12 @@ class TracePayload:
     trace_id: str
     info: TraceInfo
     spans: list[Span]
-    feedback: list[Feedback]
+    feedback: list[Assessment]
+    """Every assessment of the trace: its feedback, then its expectations."""
     dropped_spans: int = 0
     bytes: int = 0
     """Rough size of the spans' attributes, for request chunking."""
-    missing_feedback: list[Feedback] = field(default_factory=list)
+    missing_feedback: list[Assessment] = field(default_factory=list)
 
 
 def _readable_span(
@@ -319,6 +329,7 @@ def _readable_span(
     attributes: dict[str, str],
     error: str | None,
     status: str,
+    exception: Mapping[str, str] | None = None,
 ) -> Span:
     context = otel_trace.SpanContext(trace_id=otel_trace_id, span_id=span_id, is_remote=False)
     parent = (
@@ -331,6 +342,16 @@ def _readable_span(
         otel_status = Status(StatusCode.ERROR, error or None)
     else:
         otel_status = Status(StatusCode.OK)
+    events = []
+    if exception:
+        # OpenTelemetry's exception event: MLflow's span view shows it under Events.
+        events.append(
+            Event(
+                "exception",
+                {f"exception.{k}": str(v) for k, v in exception.items() if v is not None},
+                timestamp=max(end_ns, start_ns),
+            )
+        )
     readable = ReadableSpan(
         name=name,
         context=context,
@@ -340,6 +361,7 @@ def _readable_span(
         start_time=start_ns,
         end_time=max(end_ns, start_ns),
         status=otel_status,
+        events=events,
     )
     return Span(readable)
 
@@ -491,6 +513,26 @@ def _one_feedback(
     return feedback
 
 
+def _one_expectation(
+    data: ExpectationData, position: int, run_id: str, trace_id: str, root_span_id: str
+) -> Expectation:
+    """The ground truth as an ``Expectation``, riding in ``start_trace`` like feedback."""
+    name = _cut(str(data.name), MAX_ASSESSMENT_NAME_CHARS)
+    metadata = {str(k): _as_text(v) for k, v in data.metadata.items() if v is not None}
+    metadata[ASSESSMENT_SOURCE_RUN] = run_id
+    expectation = Expectation(
+        name=name,
+        value=_finite(data.value),
+        source=AssessmentSource(source_type=data.source_type, source_id=data.source_id),
+        trace_id=trace_id,
+        metadata=metadata,
+        span_id=root_span_id,
+    )
+    # Its own id space: a scorer added later (feedback appended) keeps the ids stable.
+    expectation.assessment_id = assessment_id_for(trace_id, position, f"expectation:{name}")
+    return expectation
+
+
 def build_trace(
     op: LogTrace,
     run_id: str,
@@ -567,6 +609,7 @@ def build_trace(
                 attributes=attributes,
                 error=child.error,
                 status=child.status,
+                exception=child.exception,
             )
         )
 
@@ -590,10 +633,14 @@ def build_trace(
     tags[TRACE_NAME] = _cut(str(op.name), MAX_TAG_CHARS)
 
     root_hex = f"{root_id:016x}"
-    feedback = [
+    feedback: list[Assessment] = [
         _one_feedback(op, data, position, run_id, trace_id, root_hex)
         for position, data in enumerate(op.feedback)
     ]
+    feedback.extend(
+        _one_expectation(data, position, run_id, trace_id, root_hex)
+        for position, data in enumerate(op.expectations)
+    )
     info = TraceInfo(
         trace_id=trace_id,
         trace_location=TraceLocation.from_experiment_id(experiment_id),
