@@ -174,9 +174,11 @@ class MlflowTrackingHook(Hooks):
 
     async def on_run_start(self, data: Any) -> None:
         """Open the eval-level run and switch provider autolog on."""
+        if self._settings is not None:
+            # SIGTERM cancels like Ctrl-C until this run ends (even with no run_start rule).
+            self._termination.install()
         session = self._session_for("run_start")
         if session is not None:
-            self._termination.install()
             # In a thread: explicit autolog imports MLflow and resolves the experiment.
             await anyio.to_thread.run_sync(session.start_autolog)
             uri = session.settings.tracking_uri
