@@ -356,12 +356,21 @@ class MlflowTrackingHook(Hooks):
         # here would leave writes undelivered (and make Inspect end the run a second time).
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(session.finish, timeout)
+            _say_where(session.settings)
             if not session.has_open_runs():
                 # In a thread: it links autolog traces to their task runs.
                 await anyio.to_thread.run_sync(session.stop_autolog)
                 await anyio.to_thread.run_sync(session.close, timeout)
                 if self._session is session:
                     self._session = None
+
+
+def _say_where(settings: Settings) -> None:
+    """One line at the end of each eval: where it logged (stderr with display=none too)."""
+    from inspect_mlflow._where import say_where
+
+    if settings.tracking_uri:
+        say_where(settings.tracking_uri, settings.experiment_name)
 
 
 def _read_samples(location: str, wanted: set[tuple[Any, int]]) -> list[Any]:

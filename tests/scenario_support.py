@@ -23,6 +23,7 @@ from inspect_ai.model import ModelOutput, ModelUsage
 from mlflow import MlflowClient
 
 from inspect_mlflow._demo import DEMO_MODEL
+from inspect_mlflow._where import WHERE_LOGGER
 
 
 @dataclass
@@ -91,6 +92,8 @@ def captured_warnings() -> Iterator[list[str]]:
 
     class _Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
+            if record.name == WHERE_LOGGER:
+                return  # the eval's "logged to ..." line: information, not a warning
             records.append(record.getMessage())
 
     package = logging.getLogger("inspect_mlflow")

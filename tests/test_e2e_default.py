@@ -180,8 +180,11 @@ def test_a_trace_per_sample_with_scores_as_feedback(logged: dict) -> None:
         locations=[experiment_id], run_id=task.info.run_id
     )
     assert len(traces) == SAMPLES * EPOCHS
-    assessments = [a for t in traces for a in t.info.assessments]
+    assessments = [a for t in traces for a in t.info.assessments if a.feedback is not None]
     assert len(assessments) == SAMPLES * EPOCHS * 2
+    # Besides the scores, each trace holds its target as an expectation.
+    expected = [a for t in traces for a in t.info.assessments if a.expectation is not None]
+    assert len(expected) == SAMPLES * EPOCHS
     assert {a.name for a in assessments} == {"match", "includes"}
     correct = sum(1 for s in log.samples if s.scores["match"].value == "C")
     assert sum(a.value for a in assessments if a.name == "match") == correct

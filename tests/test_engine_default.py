@@ -103,9 +103,20 @@ def events_in_log(rec: Recording, kind: str) -> int:
 # -- runs ---------------------------------------------------------------------------
 
 
+def _ms(iso: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
 def test_runs_open_nested_and_close_finished(ok: Replay) -> None:
     run_id = ok.rec["run_start"][0].run_id
     eval_id = ok.rec["task_start"][0].eval_id
+    # The task run's times are Inspect's (its creation; its last sample's end, later
+    # than the log's whole-second end); the eval run's are the points' (no time).
+    created = _ms(ok.rec["task_start"][0].spec.created)
+    last_end = max(_ms(s.completed_at) for s in samples_ended(ok.rec))
+    log_end = _ms(ok.rec["task_end"][0].log.stats.completed_at)
     assert ok.of(OpenRun) == [
         OpenRun(
             ok.eval_key,
@@ -127,11 +138,11 @@ def test_runs_open_nested_and_close_finished(ok: Replay) -> None:
                 "inspect.model": MODEL_NAME,
                 "mlflow.runType": "genai_evaluate",
             },
-            int(NOW * 1000),
+            created,
         ),
     ]
     assert ok.of(CloseRun) == [
-        CloseRun(ok.task_key, "FINISHED", int(NOW * 1000)),
+        CloseRun(ok.task_key, "FINISHED", max(last_end, log_end)),
         CloseRun(ok.eval_key, "FINISHED", int(NOW * 1000)),
     ]
     assert isinstance(ok.ops[-1], CloseRun) and ok.ops[-1].run == ok.eval_key
