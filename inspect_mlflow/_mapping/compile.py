@@ -23,12 +23,15 @@ from inspect_mlflow._mapping.layering import Layered
 from inspect_mlflow._mapping.model import (
     LIFECYCLE_POINTS,
     CompiledMapping,
+    DatasetSpec,
     Entries,
     ExpectationSpec,
     Expr,
     FeedbackSpec,
     KeyTemplate,
+    LinkSpec,
     Loops,
+    ModelSpec,
     ObjectExpr,
     Rule,
     RunSpec,
@@ -302,6 +305,7 @@ class _Compiler:
             status=self.optional(spec, path, "status"),
             tags=self.entries(spec, path, "tags"),
             metadata=self.entries(spec, path, "metadata"),
+            model=self.optional(spec, path, "model"),
             spans=self.spans(spans, (*path, "spans")) if isinstance(spans, Mapping) else None,
             feedback=(
                 self.feedback(feedback, (*path, "feedback"))
@@ -315,6 +319,30 @@ class _Compiler:
             ),
         )
 
+    def model(self, spec: Mapping[str, Any], path: DataPath) -> ModelSpec:
+        return ModelSpec(
+            name=self.optional(spec, path, "name"),  # type: ignore[arg-type]
+            tags=self.entries(spec, path, "tags"),
+            params=self.entries(spec, path, "params"),
+        )
+
+    def dataset(self, spec: Mapping[str, Any], path: DataPath) -> DatasetSpec:
+        return DatasetSpec(
+            name=self.optional(spec, path, "name"),  # type: ignore[arg-type]
+            digest=self.optional(spec, path, "digest"),  # type: ignore[arg-type]
+            source=self.optional(spec, path, "source"),
+            source_type=self.optional(spec, path, "source_type"),
+            profile=self.value_or_object(spec, path, "profile"),
+            schema=self.value_or_object(spec, path, "schema"),
+            context=self.optional(spec, path, "context"),
+        )
+
+    def link(self, spec: Mapping[str, Any], path: DataPath) -> LinkSpec:
+        return LinkSpec(
+            model=self.optional(spec, path, "model"),
+            dataset=self.optional(spec, path, "dataset"),
+        )
+
     def rule(self, point: str, index: int, spec: Mapping[str, Any]) -> Rule:
         path = ("rules", point, index)
         count = spec.get("count")
@@ -326,6 +354,7 @@ class _Compiler:
             if compiled is not None:
                 collected.append((name, compiled))
         trace = spec.get("trace")
+        model, dataset, link = spec.get("model"), spec.get("dataset"), spec.get("link")
         return Rule(
             point=point,
             id=spec.get("id"),
@@ -347,6 +376,11 @@ class _Compiler:
             artifact=self.template((*path, "artifact"), spec.get("artifact"), key=False),
             value=self.value_or_object(spec, path, "value"),
             trace=self.trace(trace, (*path, "trace")) if isinstance(trace, Mapping) else None,
+            model=self.model(model, (*path, "model")) if isinstance(model, Mapping) else None,
+            dataset=(
+                self.dataset(dataset, (*path, "dataset")) if isinstance(dataset, Mapping) else None
+            ),
+            link=self.link(link, (*path, "link")) if isinstance(link, Mapping) else None,
         )
 
     def compile(self) -> CompiledMapping:

@@ -193,6 +193,8 @@ class TraceSpec:
     spans: SpanSpec | None
     feedback: FeedbackSpec | None
     expectations: ExpectationSpec | None = None
+    model: Expr | None = None
+    """Identity of the model the trace is for (its id becomes ``mlflow.modelId``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,37 @@ class RunSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """How to name (and tag) the model a run evaluated: a LoggedModel in MLflow."""
+
+    name: Expr
+    """The model's identity; the same value is the same LoggedModel, in later evals too."""
+    tags: Entries = ()
+    params: Entries = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    """How to describe the data a run evaluated on: a dataset input in MLflow."""
+
+    name: Expr
+    digest: Expr
+    source: Expr | None = None
+    source_type: Expr | None = None
+    profile: Expr | ObjectExpr | None = None
+    schema: Expr | ObjectExpr | None = None
+    context: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """What a rule's metrics are measured for: a model (by identity), a dataset (by name)."""
+
+    model: Expr | None = None
+    dataset: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One rule of one lifecycle point."""
 
@@ -242,6 +275,9 @@ class Rule:
     artifact: KeyTemplate | None = None
     value: Expr | ObjectExpr | None = None
     trace: TraceSpec | None = None
+    model: ModelSpec | None = None
+    dataset: DatasetSpec | None = None
+    link: LinkSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,12 +30,14 @@ from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import (
     RUN_STATUSES,
     CompiledMapping,
+    DatasetSpec,
     Entries,
     ExpectationSpec,
     Expr,
     FeedbackSpec,
     KeyTemplate,
     Loops,
+    ModelSpec,
     ObjectExpr,
     Rule,
     RunSpec,
@@ -45,6 +48,7 @@ from inspect_mlflow._mapping.model import (
 from inspect_mlflow._runtime.expr_compiler import Evaluator, is_false
 from inspect_mlflow._runtime.keys import (
     MAX_KEY_LENGTH,
+    logged_model_name,
     safe_key,
     safe_path,
     to_text,
@@ -54,13 +58,16 @@ from inspect_mlflow._runtime.operations import (
     RUN_STATE_PATH,
     AppendRows,
     CloseRun,
+    DatasetData,
     ExpectationData,
     FeedbackData,
     LogArtifact,
+    LogInputs,
     LogMetrics,
     LogParams,
     LogTrace,
     Metric,
+    ModelData,
     OpenRun,
     Operation,
     SetTags,
@@ -177,6 +184,10 @@ class _Run:
     children (kept only for kinds that are some kind's parent)."""
     points: dict[str, _Points] = field(default_factory=dict)
     """Metric key -> the steps it was written at, to catch a step written twice."""
+    models: list[str] = field(default_factory=list)
+    """Identities of the models linked to the run as inputs (``run.models``)."""
+    datasets: dict[str, str] = field(default_factory=dict)
+    """Name -> digest of the datasets linked to the run (``run.datasets``; ``link``)."""
 
 
 class _Points:
@@ -297,6 +308,8 @@ class _Doc(LazyView):
                 "kind": run.spec.kind,
                 "key": run.key,
                 "name": run.name,
+                "models": list(run.models),
+                "datasets": [{"name": n, "digest": d} for n, d in run.datasets.items()],
                 "parent": None
                 if parent is None
                 else {
@@ -603,6 +616,7 @@ class Engine:
         if parked is not None:
             run.counters, run.series, run.seen = parked.counters, parked.series, parked.seen
             run.keys, run.renamed, run.points = parked.keys, parked.renamed, parked.points
+            run.models, run.datasets = parked.models, parked.datasets
             return
         saved = self._saved.pop(run.key, None) or {}
         counters = saved.get("counters")
@@ -778,6 +792,14 @@ class Engine:
                 value = self._value(rule.value, doc) if path is not None else None
                 if path is not None and value is not _MISSING and value is not None:
                     out.artifacts.append((path, json_value(value)))
+        if rule.model is not None:
+            model = self._model(rule.model, run, doc)
+            if model is not None:
+                out.models.append(model)
+        if rule.dataset is not None:
+            dataset = self._dataset(rule.dataset, run, doc)
+            if dataset is not None:
+                out.datasets.append(dataset)
         if rule.trace is not None and self.traces:
             trace = self._trace(rule.trace, run, doc)
             if trace is not None:
@@ -794,6 +816,20 @@ class Engine:
                 self.problems.add("rejected_value", rule.step.where, checked.reason)
                 return
             step = checked
+        model = dataset = digest = None
+        if rule.link is not None:
+            model = self._opt_text(rule.link.model, doc)
+            dataset = self._opt_text(rule.link.dataset, doc)
+            if dataset is not None:
+                digest = run.datasets.get(dataset)
+                if digest is None:
+                    self.problems.add(
+                        "rejected_value",
+                        rule.link.dataset.where,  # type: ignore[union-attr]
+                        f"dataset {dataset!r} is not an input of {run.key}; "
+                        "metrics written without it",
+                    )
+                    dataset = None
         for template, expr in rule.metrics:
             original = self._render(template, doc)
             if original is None:
@@ -815,7 +851,60 @@ class Engine:
                 earlier = points.add(step, number)
                 if earlier is not None and earlier != number:
                     self._step_reused(run, key, step, earlier, number, template.where)
-            out.metrics.append(Metric(key, number, step, now_ms))
+            out.metrics.append(Metric(key, number, step, now_ms, model, dataset, digest))
+
+    def _model(self, spec: ModelSpec, run: _Run, doc: _Doc) -> ModelData | None:
+        """The model a run evaluated; remembered on the run (``run.models``)."""
+        identity = self._opt_text(spec.name, doc)
+        if identity is None:
+            self.problems.add("rejected_value", spec.name.where, "model name is null; no model")
+            return None
+        if identity not in run.models:
+            run.models.append(identity)
+        params: dict[str, str] = {}
+        for template, expr in spec.params:
+            key = self._render(template, doc)
+            text = None if key is None else text_value(self._opt_value(expr, doc), MAX_PARAM_CHARS)
+            if key is not None and text is not None:
+                params[key] = REDACTED if is_credential_key(key) else text
+        return ModelData(
+            key=identity,
+            name=logged_model_name(identity),
+            tags=self._string_map(spec.tags, doc),
+            params=params,
+        )
+
+    def _dataset(self, spec: DatasetSpec, run: _Run, doc: _Doc) -> DatasetData | None:
+        """The data a run evaluated on; its digest is remembered for ``link.dataset``."""
+        name = self._opt_text(spec.name, doc)
+        digest = self._opt_text(spec.digest, doc)
+        if name is None or digest is None:
+            where = spec.name.where if name is None else spec.digest.where
+            self.problems.add("rejected_value", where, "dataset name or digest is null; no dataset")
+            return None
+        digest = digest[:MAX_DIGEST_CHARS]
+        run.datasets[name] = digest
+        source = json_value(self._opt_value(spec.source, doc))
+        if not isinstance(source, dict):
+            source = {} if source is None else {"uri": _text(source)}
+        return DatasetData(
+            name=name,
+            digest=digest,
+            source_type=self._opt_text(spec.source_type, doc) or "inspect",
+            source=_compact_json(source),
+            profile=self._json_text(spec.profile, doc),
+            schema=self._json_text(spec.schema, doc),
+            context=self._opt_text(spec.context, doc),
+        )
+
+    def _json_text(self, expr: Expr | ObjectExpr | None, doc: _Doc) -> str | None:
+        """A ``profile``/``schema`` as compact JSON text; null stays None."""
+        if expr is None:
+            return None
+        value = self._value(expr, doc)
+        if value is _MISSING or value is None:
+            return None
+        return _compact_json(json_value(value))
 
     def _step_reused(
         self, run: _Run, key: str, step: int, earlier: Any, value: float, where: Where
@@ -907,6 +996,7 @@ class Engine:
             status=_status_ok_error(self._opt_value(spec.status, doc)),  # type: ignore[arg-type]
             tags=self._string_map(spec.tags, doc),
             metadata=self._string_map(spec.metadata, doc),
+            model=self._opt_text(spec.model, doc),
             spans=spans,
             feedback=feedback,
             expectations=expectations,
@@ -1124,7 +1214,17 @@ class Engine:
 class _Outputs:
     """What one rule firing produced, merged over its ``for_each`` elements."""
 
-    __slots__ = ("params", "tags", "metrics", "tables", "records", "artifacts", "traces")
+    __slots__ = (
+        "params",
+        "tags",
+        "metrics",
+        "tables",
+        "records",
+        "artifacts",
+        "traces",
+        "models",
+        "datasets",
+    )
 
     def __init__(self) -> None:
         self.params: dict[str, str] = {}
@@ -1134,9 +1234,13 @@ class _Outputs:
         self.records: dict[str, list[Any]] = {}
         self.artifacts: list[tuple[str, Any]] = []
         self.traces: list[LogTrace] = []
+        self.models: list[ModelData] = []
+        self.datasets: list[DatasetData] = []
 
     def emit(self, run: str, ops: list[Operation]) -> None:
         """Append the operations, one per kind of write (rows grouped per file)."""
+        if self.models or self.datasets:
+            ops.append(LogInputs(run, tuple(self.models), tuple(self.datasets)))
         if self.params:
             ops.append(LogParams(run, self.params))
         if self.tags:
@@ -1150,6 +1254,28 @@ class _Outputs:
         for path, content in self.artifacts:
             ops.append(LogArtifact(run, path, content))
         ops.extend(self.traces)
+
+
+MAX_DIGEST_CHARS = 36
+"""MLflow keeps a dataset digest of at most 36 characters."""
+
+
+def _compact_json(value: Any) -> str:
+    """JSON text MLflow's UI can parse: non-finite numbers become null."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return _compact_json(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _placeholder_text(value: Any) -> str:

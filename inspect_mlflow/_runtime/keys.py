@@ -180,3 +180,22 @@ def to_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else json.dumps(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+_MODEL_NAME_REFUSED = re.compile(r"[/:.%\"']")
+"""Characters MLflow refuses in a LoggedModel name (``_validate_logged_model_name``)."""
+
+MAX_MODEL_NAME_LENGTH = 250
+
+
+def logged_model_name(identity: str) -> str:
+    """A LoggedModel name for a model identity: refused characters become ``_``.
+
+    ``openai/gpt-4.1`` is ``openai_gpt-4_1``. Two identities may share a name; the
+    identity itself (kept in a tag) is what finds the model again.
+
+    >>> logged_model_name("openai/gpt-4.1")
+    'openai_gpt-4_1'
+    """
+    name = _MODEL_NAME_REFUSED.sub("_", identity).strip() or "model"
+    return name[:MAX_MODEL_NAME_LENGTH]

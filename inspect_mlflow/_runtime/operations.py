@@ -72,6 +72,12 @@ class Metric:
     value: float
     step: int
     timestamp_ms: int
+    model: str | None = None
+    """Identity of the LoggedModel the point is for (see :class:`ModelData`): the sink
+    sends it with that model's id, so the model's page lists it."""
+    dataset_name: str | None = None
+    """Name of the dataset the point was measured on (with ``dataset_digest``)."""
+    dataset_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +174,53 @@ class LogTrace:
     status: Literal["OK", "ERROR"] = "OK"
     tags: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    model: str | None = None
+    """Identity of the LoggedModel the trace is for: the sink sets its id as the trace
+    metadata ``mlflow.modelId``, which links the trace to the model."""
     spans: tuple[SpanData, ...] = ()
     feedback: tuple[FeedbackData, ...] = ()
     expectations: tuple[ExpectationData, ...] = ()
     """Ground truth (the sample's target): sent with the trace like its feedback."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelData:
+    """An evaluated model: one MLflow LoggedModel per identity in the experiment."""
+
+    key: str
+    """The model's identity (for example ``openai/gpt-4o``): the sink finds the model
+    again by it, in this and later evals, instead of creating another."""
+    name: str
+    """The LoggedModel's name (the identity with the characters MLflow refuses replaced)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    """Set when the model is created (a model found again keeps its own)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetData:
+    """The data a run evaluated on, as an MLflow dataset input."""
+
+    name: str
+    digest: str
+    """Short and stable for the same data; another digest is another dataset."""
+    source_type: str = "inspect"
+    source: str = "{}"
+    """JSON text naming where the data came from (``{"uri": ...}``)."""
+    profile: str | None = None
+    """JSON text summarising the data (``{"num_rows": 120}``)."""
+    schema: str | None = None
+    context: str | None = None
+    """The input tag ``mlflow.data.context`` (``eval``, ``train``, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogInputs:
+    """Link models and datasets to a run as its inputs (models created when missing)."""
+
+    run: str
+    models: tuple[ModelData, ...] = ()
+    datasets: tuple[DatasetData, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +233,15 @@ class CloseRun:
 
 
 Operation: TypeAlias = (
-    OpenRun | SetTags | LogParams | LogMetrics | AppendRows | LogArtifact | LogTrace | CloseRun
+    OpenRun
+    | SetTags
+    | LogParams
+    | LogMetrics
+    | AppendRows
+    | LogArtifact
+    | LogTrace
+    | LogInputs
+    | CloseRun
 )
 """Every write the engine can ask of the writer."""
 
@@ -196,5 +253,6 @@ ALL_OPERATIONS: tuple[type, ...] = (
     AppendRows,
     LogArtifact,
     LogTrace,
+    LogInputs,
     CloseRun,
 )

@@ -16,6 +16,9 @@ may while order still holds where it matters:
   table or record list as one JSON artifact, registers the tables in the run's
   ``mlflow.loggedArtifacts`` tag (as ``log_table`` does, so the UI shows them as
   tables) and then terminates the run;
+- ``LogInputs`` links the run's models and datasets in one ``log_inputs`` request; a
+  model's LoggedModel is found or created once per sink (``logged_models``), and metrics
+  and traces that name the model carry its id;
 - ``LogTrace`` goes to the trace sender, after the runs it refers to exist. Over HTTP a
   batch's traces are sent on a thread of their own (the trace lane) while the batch's
   other steps go on; :meth:`MlflowSink.send` returns when both are done.
@@ -38,13 +41,23 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 from typing import Any, TypeAlias
 
 import requests
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModelInput,
+    Metric,
+    Param,
+    RunStatus,
+    RunTag,
+    ViewType,
+)
 from mlflow.environment_variables import (
     MLFLOW_HTTP_POOL_MAXSIZE,
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
@@ -56,6 +69,7 @@ from inspect_mlflow._runtime.operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
+    LogInputs,
     LogMetrics,
     LogParams,
     LogTrace,
@@ -63,6 +77,7 @@ from inspect_mlflow._runtime.operations import (
     Operation,
     SetTags,
 )
+from inspect_mlflow._writer.logged_models import MODEL_ID_METADATA, LoggedModels
 from inspect_mlflow._writer.sink import Rejection, SinkError
 from inspect_mlflow._writer.store_lock import prepare_local_store
 
@@ -74,6 +89,8 @@ RUN_KEY_TAG = "inspect_mlflow.run_key"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+DATA_CONTEXT_TAG = "mlflow.data.context"
+"""Input tag saying what a dataset was used for (``eval``)."""
 
 MAX_METRICS_PER_REQUEST = 1000
 MAX_PARAMS_PER_REQUEST = 100
@@ -390,6 +407,8 @@ class MlflowSink:
         self._artifact_uris: dict[str, str] = {}
         """MLflow run id -> its artifact URI, as learnt when the run was created or found."""
         self._artifact_repos: dict[str, Any] = {}
+        self._models = LoggedModels(self._call, lambda: self._experiment_id)
+        """Model identity -> LoggedModel id (one lookup or creation per model)."""
         self._run_names: dict[str, str] = {}
         self._uncertain: set[str] = set()
         """Runs whose ``create_run`` failed transiently: the server may have created them."""
@@ -493,6 +512,10 @@ class MlflowSink:
         rejected: list[Rejection] = []
         failed: set[int] = set()
         first_error: BaseException | None = None
+        for op in ops:
+            if isinstance(op, LogInputs):
+                for model in op.models:
+                    self._models.know(model)
         steps = plan(ops)
         background: list[Future[_Outcome]] = []
         for position, step in enumerate(steps):
@@ -691,9 +714,31 @@ class MlflowSink:
         elif isinstance(op, LogArtifact):
             run_id = self._require_run(op.run)
             self._upload_texts(run_id, self._documents([op], rejected))
+        elif isinstance(op, LogInputs):
+            self._log_inputs(op)
         elif isinstance(op, CloseRun):
             held = [ops[i] for i in step.indices[:-1]]
             self._close_run(op, self._documents(held, rejected), rejected)
+
+    def _log_inputs(self, op: LogInputs) -> None:
+        """The run's models (found or created) and datasets, in one request."""
+        run_id = self._require_run(op.run)
+        models = [LoggedModelInput(self._models.resolve(m, run_id)) for m in op.models]
+        datasets = [
+            DatasetInput(
+                Dataset(
+                    name=d.name,
+                    digest=d.digest,
+                    source_type=d.source_type,
+                    source=d.source,
+                    schema=d.schema,
+                    profile=d.profile,
+                ),
+                tags=[InputTag(DATA_CONTEXT_TAG, d.context)] if d.context else [],
+            )
+            for d in op.datasets
+        ]
+        self._call("log_inputs", run_id, datasets=datasets or None, models=models or None)
 
     def _open_run(self, op: OpenRun, rejected: list[Rejection]) -> None:
         if op.run in self._run_ids:
@@ -972,7 +1017,16 @@ class MlflowSink:
                     except (TypeError, ValueError):
                         rejected.append(Rejection(run, m.key, f"not a number: {m.value!r}"))
                         continue
-                    metric = Metric(m.key, value, int(m.timestamp_ms), int(m.step))
+                    dataset = m.dataset_name if m.dataset_digest is not None else None
+                    metric = Metric(
+                        m.key,
+                        value,
+                        int(m.timestamp_ms),
+                        int(m.step),
+                        model_id=self._models.resolve(m.model, run_id) if m.model else None,
+                        dataset_name=dataset,
+                        dataset_digest=m.dataset_digest if dataset is not None else None,
+                    )
                     metrics.append(_Entry(m.key, metric, len(m.key) + 32 + _ENTRY_OVERHEAD))
         param_entries = [_entry(k, Param(k, v)) for k, v in params.items()]
         tag_entries = [_entry(k, RunTag(k, v)) for k, v in tags.items()]
@@ -1027,6 +1081,9 @@ class MlflowSink:
             if run_id is None:
                 missing.add(index)
             else:
+                if op.model is not None:  # links the trace to the model's LoggedModel
+                    model_id = self._models.resolve(op.model, run_id)
+                    op = replace(op, metadata={**op.metadata, MODEL_ID_METADATA: model_id})
                 items.append((op, run_id))
                 where[id(op)] = index
         unknown = Refused("traces name a run that was never created", "unknown_run")

@@ -40,11 +40,14 @@ from urllib.parse import urlsplit, urlunsplit
 from inspect_mlflow._runtime.operations import (
     ALL_OPERATIONS,
     AppendRows,
+    DatasetData,
     ExpectationData,
     FeedbackData,
+    LogInputs,
     LogMetrics,
     LogTrace,
     Metric,
+    ModelData,
     Operation,
     SpanData,
 )
@@ -154,6 +157,9 @@ def decode_op(record: Mapping[str, Any]) -> Operation:
         data["metrics"] = tuple(_build(Metric, m) for m in data.get("metrics", ()))
     elif cls is AppendRows:
         data["rows"] = tuple(data.get("rows", ()))
+    elif cls is LogInputs:
+        data["models"] = tuple(_build(ModelData, m) for m in data.get("models", ()))
+        data["datasets"] = tuple(_build(DatasetData, d) for d in data.get("datasets", ()))
     elif cls is LogTrace:
         data["spans"] = tuple(_build(SpanData, s) for s in data.get("spans", ()))
         data["feedback"] = tuple(_build(FeedbackData, f) for f in data.get("feedback", ()))
