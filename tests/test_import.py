@@ -130,8 +130,11 @@ def test_same_metrics_values_and_steps(both: dict[str, Any]) -> None:
 def test_times_come_from_the_log(both: dict[str, Any]) -> None:
     log, client = both["log"], both["client"]
     task = both["imported"]["demo_addition"]
-    started = int(_ms(log.stats.started_at))
-    assert task.info.start_time == started
+    # Inspect's creation of the task (whole seconds, like the log's start, a second
+    # before it at most): the run is created then, before the log has its start.
+    created = int(_ms(log.eval.created))
+    assert task.info.start_time == created
+    assert 0 <= int(_ms(log.stats.started_at)) - created <= 1000
     # The log's end (whole seconds) or its last sample's end, whichever is later.
     last = max(int(_ms(s.completed_at)) for s in log.samples)
     assert task.info.end_time == max(int(_ms(log.stats.completed_at)), last)
@@ -183,7 +186,8 @@ def test_same_traces_and_feedback(both: dict[str, Any]) -> None:
 
     live = summary(both["live"]["demo_addition"])
     assert len(live) == SAMPLES * EPOCHS
-    assert all(len(feedback) == 2 for _, _, feedback in live)
+    # Two scores and the target (an expectation) per trace.
+    assert all(len(assessments) == 3 for _, _, assessments in live)
     assert summary(both["imported"]["demo_addition"]) == live
 
 
