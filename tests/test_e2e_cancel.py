@@ -293,3 +293,28 @@ def test_ctrl_c_of_inspect_eval_on_the_command_line(sqlite_store: Any, tmp_path:
     command = [sys.executable, "-c", _INSPECT_CLI, "eval", "cancel_task.py"]
     command += ["--log-dir", str(tmp_path / "logs"), "--max-samples", "2", "--display", "plain"]
     _run_and_signal(sqlite_store, tmp_path, signal.SIGINT, command=command)
+
+
+def test_ctrl_c_twice_at_once_still_ends_killed_and_quiet(
+    sqlite_store: Any, tmp_path: Path
+) -> None:
+    """Both Ctrl-Cs within milliseconds: Inspect may not finish its log (then the task keeps
+    what its samples logged), but the runs still end KILLED and nothing is printed."""
+    log_dir = tmp_path / "logs"
+    command = [sys.executable, "-c", _CHILD, str(log_dir)]
+    child = Child(command, _env(sqlite_store), cwd=tmp_path)
+    try:
+        child.wait_answered(ANSWERED_BEFORE_SIGNAL)
+        child.signal(signal.SIGINT)
+        time.sleep(0.01)
+        child.signal(signal.SIGINT)
+        child.wait()
+    finally:
+        if child.process.poll() is None:
+            child.process.kill()
+    for bad in ("Traceback", "Logging error", "BrokenPipeError"):
+        assert bad not in child.stderr, child.output()
+    runs = runs_by_name(sqlite_store.client(), sqlite_store.experiment_name)
+    assert {run.info.status for run in runs.values()} == {"KILLED"}, child.output()
+    if _the_log(log_dir).status == "cancelled":
+        assert "completed_samples" in runs["cancelled"].data.metrics
