@@ -334,16 +334,21 @@ class MlflowTrackingHook(Hooks):
         if not wanted or self._session is None:
             return []
         read = contextvars.Context().run  # no async-library context: Inspect's sync reader
-        loop = asyncio.get_running_loop()
-        try:
-            with anyio.CancelScope(shield=True):
-                headers: list[Any] = await asyncio.wait_for(
-                    loop.run_in_executor(None, read, _read_headers, wanted),
-                    timeout=self._session.settings.flush_timeout,
-                )
-        except Exception as err:
-            logger.warning("inspect-mlflow: could not read the cancelled tasks' logs: %r", err)
-            return []
+        headers: list[Any] = []
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._session.settings.flush_timeout) as scope:
+                try:
+                    headers = await anyio.to_thread.run_sync(
+                        read, _read_headers, wanted, abandon_on_cancel=True
+                    )
+                except Exception as err:
+                    logger.warning("inspect-mlflow: could not read the cancelled logs: %r", err)
+        if scope.cancelled_caught:
+            logger.warning(
+                "inspect-mlflow: the cancelled tasks' logs were not read within %gs "
+                "(INSPECT_MLFLOW_FLUSH_TIMEOUT); their runs keep what their samples logged",
+                self._session.settings.flush_timeout,
+            )
         return headers
 
     async def _finish_run(self) -> None:
