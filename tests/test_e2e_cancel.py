@@ -27,6 +27,8 @@ import pytest
 from e2e_support import download_json, runs_by_name
 from inspect_ai.log import list_eval_logs, read_eval_log
 
+from inspect_mlflow._signals import TerminationGuard
+
 pytestmark = pytest.mark.e2e
 
 ANSWERED_BEFORE_SIGNAL = 3
@@ -318,3 +320,29 @@ def test_ctrl_c_twice_at_once_still_ends_killed_and_quiet(
     assert {run.info.status for run in runs.values()} == {"KILLED"}, child.output()
     if _the_log(log_dir).status == "cancelled":
         assert "completed_samples" in runs["cancelled"].data.metrics
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="handlers: main thread"
+)
+def test_the_sigterm_guard_holds_sigterm_for_the_run_only_and_never_a_users_handler() -> None:
+    """Only SIGTERM's default action is replaced, and given back at the run's end."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        guard = TerminationGuard()
+        guard.install()
+        assert signal.getsignal(signal.SIGTERM) == guard._on_sigterm
+        guard.release()  # no SIGTERM came: the process goes on
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        def own(signum: int, frame: Any) -> None:
+            pass
+
+        signal.signal(signal.SIGTERM, own)
+        guard.install()
+        assert signal.getsignal(signal.SIGTERM) is own
+        guard.release()
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)
