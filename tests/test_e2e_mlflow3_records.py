@@ -24,7 +24,7 @@ from inspect_ai import Task
 from inspect_ai.dataset import Sample
 from inspect_ai.log import read_eval_log
 from inspect_ai.model import Model, ModelOutput, ModelUsage, get_model
-from inspect_ai.scorer import match
+from inspect_ai.scorer import match, model_graded_qa
 from inspect_ai.solver import generate
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
@@ -45,6 +45,7 @@ from inspect_mlflow._writer.spool import decode_op, encode_op
 
 TASK = "qa_records"
 MODELS = ["mockllm/r1", "mockllm/r2"]
+GRADER = "mockllm/grader"
 NAMES = {"mockllm/r1": "mockllm_r1", "mockllm/r2": "mockllm_r2"}
 SAMPLES = 3
 
@@ -59,12 +60,22 @@ def _model(name: str, right: bool) -> Model:
     return get_model(name, custom_outputs=outputs)
 
 
+def _grader() -> Model:
+    def outputs(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> ModelOutput:
+        out = ModelOutput.from_content(model=GRADER, content="GRADE: C")
+        out.usage = ModelUsage(input_tokens=20, output_tokens=3, total_tokens=23)
+        return out
+
+    return get_model(GRADER, custom_outputs=outputs)
+
+
 def _task() -> Task:
+    # A model-graded scorer: its grader calls a model too, but is not an evaluated model.
     return Task(
         name=TASK,
         dataset=[Sample(id=i, input=f"say {i}", target=str(i)) for i in range(SAMPLES)],
         solver=[generate()],
-        scorer=match(),
+        scorer=[match(), model_graded_qa(model=_grader())],
     )
 
 
@@ -249,7 +260,7 @@ def test_two_creators_at_once_end_with_one_model(
     def call(name: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(client, name)(*args, **kwargs)
 
-    for round_ in range(3):
+    for round_ in range(6):
         identity = f"openai/gpt-4.{round_}"
         creators = [LoggedModels(call, lambda: experiment_id) for _ in range(2)]
         start = threading.Barrier(2)
@@ -397,10 +408,12 @@ rules:
     assert "is not an input of task:e1" in engine.problem_summary()[0]
 
 
-def test_read_back_the_log_models(records: dict[str, Any]) -> None:
-    """The evaluated model is spec.model: a grader or another model never becomes one."""
+def test_the_grader_is_not_an_evaluated_model(records: dict[str, Any]) -> None:
+    """The evaluated model is spec.model: the grader's calls never make a LoggedModel."""
     client = MlflowClient(tracking_uri=records["uri"])
-    models = _models(client, _experiment_id(client, records["live"]))
+    models = _models(client, _experiment_id(client, records["live"]))  # r1 and r2 only
     for logs in records["evals"]:
         for log in logs:
-            assert read_eval_log(log.location, header_only=True).eval.model in models
+            header = read_eval_log(log.location, header_only=True)
+            assert GRADER in (header.stats.model_usage or {})  # the grader did run
+            assert header.eval.model in models and GRADER not in models

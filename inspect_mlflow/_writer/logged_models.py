@@ -7,18 +7,22 @@ one), so the model is found by a deterministic tag, ``inspect_mlflow.model_key``
 digest of the model's identity, which any identity fits in a filter string), in this
 eval and every later one.
 
-Two evals that start at once may both find nothing and both create the model. After
-creating one, the creator searches again and takes the oldest model with the tag (by
-creation time, then id): the later creator sees the earlier one (it committed first) and
-deletes its own before using it anywhere, so both use one model. What is left is a race
-inside one millisecond of the server's clock in which the first creator has not yet
-seen the second's model: then both are kept (see ``docs/mapping-language.md``).
+Two evals that start at once may both find nothing and both create the model. MLflow
+has no unique constraint to settle that, so every creator follows one rule: the model is
+the oldest with the tag (by creation time, then id). After creating one, the creator
+searches again; the later creator always sees the earlier model (it committed first)
+and, if that one is the oldest, deletes its own. The earlier creator may not have seen
+the later one yet (both created in the same millisecond, the later one with the smaller
+id): so it searches once more after :data:`RECHECK_SECONDS`, and yields the same way.
+Only then is the id used for anything; a creator never deletes a model it returned.
+What is left is a creation that takes longer than that pause to commit after the other's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +43,9 @@ MODEL_ID_METADATA = "mlflow.modelId"
 EXTERNAL_TAG = "mlflow.model.isExternal"
 """Set by ``mlflow.create_external_model``: the weights live elsewhere (an API model)."""
 
+RECHECK_SECONDS = 0.5
+"""Pause before a creator that found no rival checks once more (once per new model)."""
+
 _OLDEST_FIRST = [
     {"field_name": "creation_timestamp", "ascending": True},
     {"field_name": "model_id", "ascending": True},
@@ -58,9 +65,15 @@ class LoggedModels:
         experiment_id: Gives the sink's experiment id (resolved before any send).
     """
 
-    def __init__(self, call: Callable[..., Any], experiment_id: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        call: Callable[..., Any],
+        experiment_id: Callable[[], str | None],
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self._call = call
         self._experiment_id = experiment_id
+        self._recheck_seconds = recheck_seconds
         self._ids: dict[str, str] = {}
         self._known: dict[str, ModelData] = {}
         self._lock = threading.Lock()
@@ -118,12 +131,19 @@ class LoggedModels:
             dict(model.params) or None,
         )
         model_id = str(created.model_id)
-        winner = self._find(model.key) or model_id
+        winner = self._yield_to(model.key, model_id)
+        if winner != model_id:
+            return winner
+        self._call("finalize_logged_model", model_id, LoggedModelStatus.READY)
+        time.sleep(self._recheck_seconds)  # a rival created at the same moment shows now
+        return self._yield_to(model.key, model_id)
+
+    def _yield_to(self, key: str, model_id: str) -> str:
+        """The oldest model with the key's tag; ours is deleted when it is not that one."""
+        winner = self._find(key) or model_id
         if winner != model_id:  # another eval created it first: use that one
             try:
                 self._call("delete_logged_model", model_id)
             except MlflowException:
                 pass  # a duplicate left behind is harmless: nothing refers to it
-            return winner
-        self._call("finalize_logged_model", model_id, LoggedModelStatus.READY)
-        return model_id
+        return winner
