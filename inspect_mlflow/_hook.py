@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import logging
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -66,6 +67,19 @@ class MlflowTrackingHook(Hooks):
         # cancelled by Ctrl-C or SIGTERM gets no task_end, and the run end no logs.
         self._log_locations: dict[str, str] = {}
         self._termination = TerminationGuard()
+        # The run's start is handed on when its first task starts, stamped with the time
+        # it happened: a task's metadata may name another experiment (see _eval_metadata),
+        # whose session (one per experiment) then gets the run's start (its own parent
+        # run there) and the task's points, and the environment's experiment gets no
+        # parent run without tasks. run_id -> (RunStart, time), experiment -> session,
+        # eval_id -> session, (experiment, run_id) pairs whose session got the start.
+        self._run_starts: dict[str, tuple[Any, float]] = {}
+        self._experiment_sessions: dict[str, Any] = {}
+        self._routes: dict[str, Any] = {}
+        self._started_in: set[tuple[str, str]] = set()
+        self._keys: Any = None
+        """An engine used only for the logical keys of a task's runs (the log's link)."""
+        self._said_metadata = False
 
     # -- activation -------------------------------------------------------------------
 
@@ -116,8 +130,14 @@ class MlflowTrackingHook(Hooks):
             ).start()
         return True
 
-    def _session_for(self, point: str) -> Any:
-        """The current session, started on the first point the mapping cares about."""
+    def _session_for(self, point: str, data: Any = None) -> Any:
+        """The session of ``data``'s task, else the current one (started on demand).
+
+        The current session starts on the first point the mapping cares about.
+        """
+        routed = self._routes.get(getattr(data, "eval_id", None) or "")
+        if routed is not None:
+            return routed
         session = self._session
         if session is not None or point not in self._points or self._settings is None:
             return session
@@ -140,24 +160,31 @@ class MlflowTrackingHook(Hooks):
         known = self._task_ids.get(getattr(data, "eval_id", None) or "")
         return {"task_id": known[1]} if known else {}
 
-    def _dispatch(self, point: str, data: Any) -> None:
-        session = self._session_for(point)
+    def _dispatch(
+        self, point: str, data: Any, session: Any = None, stamp: float | None = None
+    ) -> None:
+        session = session or self._session_for(point, data)
         if session is None:
             return
         try:
-            session.handle(point, data, **self._ids(data))
+            if stamp is None:
+                session.handle(point, data, **self._ids(data))
+            else:
+                session.handle(point, data, stamp=stamp, **self._ids(data))
         except Exception as err:  # never break the eval; count and tell once
             session.errors += 1
             if session.errors == 1:
                 logger.warning("inspect-mlflow: error at %s: %r", point, err)
 
-    async def _prepare(self, point: str, data: Any) -> None:
+    async def _prepare(self, point: str, data: Any, session: Any = None) -> None:
         """Let the session read the saved state of runs this point continues.
 
         Off the event loop, bounded by the flush timeout; when it fails the run still
         continues, but its counters start again at zero (said once, at warning level).
         """
-        session = self._session_for(point) if point in self._resume_points else None
+        if point not in self._resume_points:
+            return
+        session = session or self._session_for(point, data)
         if session is None:
             return
         try:
@@ -174,6 +201,7 @@ class MlflowTrackingHook(Hooks):
 
     async def on_run_start(self, data: Any) -> None:
         """Open the eval-level run and switch provider autolog on."""
+        self._run_starts[data.run_id] = (data, time.time())  # handed on at its first task
         if self._settings is not None:
             # SIGTERM cancels like Ctrl-C until this run ends (even with no run_start rule).
             self._termination.install()
@@ -186,8 +214,6 @@ class MlflowTrackingHook(Hooks):
                 # Now, while the directory the eval started in is current (see there);
                 # in a thread, import included: importing MLflow takes seconds.
                 await anyio.to_thread.run_sync(_open_local_store, uri)
-        await self._prepare("run_start", data)
-        self._dispatch("run_start", data)
 
     async def on_task_start(self, data: Any) -> None:
         """Open the task run; remember it so a missing task_end can be made good."""
@@ -198,8 +224,94 @@ class MlflowTrackingHook(Hooks):
         location = _log_location(data.eval_id)
         if location:
             self._log_locations[data.eval_id] = location
+        await self._settings_from_metadata(data)
         await self._prepare("task_start", data)
         self._dispatch("task_start", data)
+
+    async def _settings_from_metadata(self, data: Any) -> None:
+        """Route the task to the experiment its metadata names; link its log to its run.
+
+        The one Inspect field the hook reads for settings: ``spec.metadata`` (the eval's
+        ``--metadata`` merged with the task's own), since task start is the first point
+        that carries it. Into the same dictionary, which Inspect writes to the log's
+        header when the task ends, goes where the task's run is (``mlflow_run``, with
+        the tags the metadata gave, which the mapping reads from there).
+        """
+        from inspect_mlflow._eval_metadata import LINK_KEY, eval_settings, run_link
+
+        settings = self._settings
+        if settings is None or settings.tracking_uri is None:
+            return
+        spec = data.spec
+        metadata = getattr(spec, "metadata", None) or {}
+        wanted = eval_settings(metadata)
+        if wanted.problems and not self._said_metadata:
+            self._said_metadata = True
+            logger.warning(
+                "inspect-mlflow: the eval's metadata has settings that were ignored: %s",
+                "; ".join(wanted.problems),
+            )
+        experiment = wanted.experiment or settings.experiment_name
+        session = None
+        if experiment != settings.experiment_name:
+            session = self._routes[data.eval_id] = self._experiment_session(experiment)
+        await self._start_run_in(experiment, data.run_id, session)
+        link: dict[str, Any] = {}
+        key = self._task_run_key(data)
+        if key is not None:
+            link = run_link(settings.tracking_uri, experiment, key)
+        if wanted.tags:
+            link["tags"] = dict(wanted.tags)
+        if link:
+            try:
+                spec.metadata = {**metadata, LINK_KEY: link}
+            except Exception as err:  # an EvalSpec that refuses: the run still logs
+                logger.debug("inspect-mlflow: cannot link the log to its run: %r", err)
+
+    async def _start_run_in(self, experiment: str, run_id: str, session: Any) -> None:
+        """Hand the run's start to ``session`` (None: the main one) once, at its time."""
+        entry = self._run_starts.get(run_id)
+        if entry is None or (experiment, run_id) in self._started_in:
+            return
+        self._started_in.add((experiment, run_id))
+        start, stamp = entry
+        session = session or self._session_for("run_start")
+        await self._prepare("run_start", start, session)
+        self._dispatch("run_start", start, session, stamp)
+
+    def _experiment_session(self, experiment: str) -> Any:
+        """The session logging to ``experiment`` (other than the environment's one)."""
+        session = self._experiment_sessions.get(experiment)
+        if session is None:
+            assert self._settings is not None
+            settings = dataclasses.replace(self._settings, experiment_name=experiment)
+            if settings.delivery == "process":
+                from inspect_mlflow._remote import RemoteSession
+
+                session = RemoteSession(settings, self._mapping)
+            else:
+                from inspect_mlflow._session import Session
+
+                session = Session(settings, self._mapping)
+            self._experiment_sessions[experiment] = session
+        return session
+
+    def _task_run_key(self, data: Any) -> str | None:
+        """The logical key of the deepest run the mapping opens at task start, if any."""
+        from inspect_mlflow._runtime.engine import Engine
+        from inspect_mlflow._runtime.views import context
+
+        if "task_start" not in self._points:
+            return None
+        try:
+            if self._keys is None or self._keys.mapping is not self._mapping:
+                self._keys = Engine(self._mapping, log_artifacts=False, traces=False)
+            ctx = context("task_start", data, **self._ids(data))
+            keys = self._keys.run_keys("task_start", ctx)
+        except Exception as err:
+            logger.debug("inspect-mlflow: no run key for the log's link: %r", err)
+            return None
+        return keys[-1] if keys else None
 
     async def on_task_end(self, data: Any) -> None:
         """Log the samples the task's log has but whose end never fired; close the task run."""
@@ -244,7 +356,7 @@ class MlflowTrackingHook(Hooks):
         location = getattr(log, "location", None)
         if not unended or not location or "sample_end" not in self._points:
             return
-        session = self._session_for("sample_end")
+        session = self._routes.get(eval_id) or self._session_for("sample_end")
         if session is None:
             return
         read = contextvars.Context().run  # no async-library context: Inspect's sync reader
@@ -303,11 +415,12 @@ class MlflowTrackingHook(Hooks):
             orphan = TaskEnd(
                 eval_set_id=data.eval_set_id, run_id=data.run_id, eval_id=eval_id, log=log
             )
+            await self._reconcile(data.eval_set_id, data.run_id, eval_id, log)
             self._dispatch("task_end", orphan)
         for eval_id, run_id in list(self._open_tasks.items()):
             if run_id == data.run_id:
                 del self._open_tasks[eval_id]
-        self._dispatch("run_end", data)
+        await self._dispatch_run_end(data)
         for eval_id, (run_id, _) in list(self._task_ids.items()):
             if run_id == data.run_id:
                 del self._task_ids[eval_id]
@@ -317,6 +430,35 @@ class MlflowTrackingHook(Hooks):
                 del self._unended[key]
         await self._finish_run()
         self._termination.release()
+
+    async def _dispatch_run_end(self, data: Any) -> None:
+        """The run's end to each session that logged it, with the logs of its own tasks.
+
+        A run none of whose tasks started (Inspect rejected the eval, say) gets its start
+        and end in the environment's experiment.
+        """
+        home = self._settings.experiment_name if self._settings is not None else ""
+        if not any(run_id == data.run_id for _, run_id in self._started_in):
+            await self._start_run_in(home, data.run_id, None)
+        self._run_starts.pop(data.run_id, None)
+        elsewhere = {
+            experiment: session
+            for experiment, session in self._experiment_sessions.items()
+            if (experiment, data.run_id) in self._started_in
+        }
+        at_home = (home, data.run_id) in self._started_in
+        self._started_in.discard((home, data.run_id))
+        if not elsewhere:
+            self._dispatch("run_end", data)
+            return
+        logs = list(data.logs or [])
+        if at_home:
+            here = [log for log in logs if log.eval.eval_id not in self._routes]
+            self._dispatch("run_end", dataclasses.replace(data, logs=here), self._session)
+        for experiment, session in elsewhere.items():
+            self._started_in.discard((experiment, data.run_id))
+            own = [log for log in logs if self._routes.get(log.eval.eval_id) is session]
+            self._dispatch("run_end", dataclasses.replace(data, logs=own), session)
 
     async def _logs_on_disk(self, run_id: str) -> list[Any]:
         """The finished logs of this run's tasks that are still open, read from disk.
@@ -352,6 +494,7 @@ class MlflowTrackingHook(Hooks):
         return headers
 
     async def _finish_run(self) -> None:
+        await self._finish_experiment_sessions()
         session = self._session
         self._checked = False
         if session is None:
@@ -368,6 +511,21 @@ class MlflowTrackingHook(Hooks):
                 await anyio.to_thread.run_sync(session.close, timeout)
                 if self._session is session:
                     self._session = None
+
+
+    async def _finish_experiment_sessions(self) -> None:
+        """Deliver the sessions of other experiments; close those with no run left open."""
+        with anyio.CancelScope(shield=True):  # as the main session's (see below)
+            for experiment, session in list(self._experiment_sessions.items()):
+                timeout = session.settings.flush_timeout
+                await anyio.to_thread.run_sync(session.finish, timeout)
+                _say_where(session.settings)
+                if not session.has_open_runs():
+                    await anyio.to_thread.run_sync(session.close, timeout)
+                    del self._experiment_sessions[experiment]
+                    for eval_id, routed in list(self._routes.items()):
+                        if routed is session:
+                            del self._routes[eval_id]
 
 
 def _say_where(settings: Settings) -> None:

@@ -364,8 +364,10 @@ class RemoteSession(AutologOwner):
                 why,
             )
 
-    def handle(self, point: str, data: Any, **ids: Any) -> None:
+    def handle(self, point: str, data: Any, *, stamp: float | None = None, **ids: Any) -> None:
         """Queue one lifecycle point; returns at once (the feeder serialises it).
+
+        ``stamp``: when the point happened, if the hook hands it over later; None: now.
 
         A point the mapping cannot use is dropped here, on the event loop: deciding
         takes microseconds (a few conditions on lazy views), less than waking the feeder
@@ -381,11 +383,18 @@ class RemoteSession(AutologOwner):
                 return
         # The context built for the decision goes along (its views keep what they read);
         # the loop never touches it again.
-        self._feeder.submit(point, data, ids, ctx)
+        self._feeder.submit(point, data, ids, ctx, stamp)
 
-    def _send(self, point: str, data: Any, ids: dict[str, Any], ctx: dict[str, Any] | None) -> None:
+    def _send(
+        self,
+        point: str,
+        data: Any,
+        ids: dict[str, Any],
+        ctx: dict[str, Any] | None,
+        stamp: float | None = None,
+    ) -> None:
         if self._local is not None:
-            self._local.handle(point, data, **ids)
+            self._local.handle(point, data, stamp=stamp, **ids)
             return
         if self._process is None:
             self.errors += 1
@@ -393,7 +402,8 @@ class RemoteSession(AutologOwner):
         if ctx is None:
             ctx = context(point, data, **ids)
         try:
-            self._journal_send(("point", self._sid, point, to_json(ctx), time.time()))
+            when = time.time() if stamp is None else stamp
+            self._journal_send(("point", self._sid, point, to_json(ctx), when))
         except Exception as err:
             if not self._take_over(err):  # the point is in the journal: replayed there
                 self.errors += 1

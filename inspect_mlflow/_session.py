@@ -243,15 +243,17 @@ class Session(AutologOwner):
             with self._lock:
                 self.engine.restore(key, state)
 
-    def handle(self, point: str, data: Any, **ids: Any) -> None:
+    def handle(self, point: str, data: Any, *, stamp: float | None = None, **ids: Any) -> None:
         """Queue one lifecycle point for evaluation; returns at once.
 
         ``ids`` are identities the hook adds to the context (for example ``task_id``).
         The payload is read later, on the worker thread: Inspect hands the hook finished
-        objects (a sample at ``sample_end``, a log header at ``task_end``).
+        objects (a sample at ``sample_end``, a log header at ``task_end``). ``stamp``: the
+        time the point happened, when the hook hands it over later (seconds since the
+        epoch); None: now.
         """
         if point in self.points:
-            self._worker.submit(point, data, ids)
+            self._worker.submit(point, data, ids, stamp)
 
     def handle_document(
         self,
@@ -300,7 +302,7 @@ class Session(AutologOwner):
             if ids is None:
                 self._apply(point, data, stamp, keep)
             else:
-                self._evaluate(point, data, **ids)
+                self._evaluate(point, data, stamp, **ids)
         except Exception as err:  # never break the eval; count and tell once
             self.errors += 1
             if self.errors == 1:
@@ -312,10 +314,10 @@ class Session(AutologOwner):
                     self._documents += 1
                     self._progress.append((self._documents, emitted))
 
-    def _evaluate(self, point: str, data: Any, **ids: Any) -> None:
+    def _evaluate(self, point: str, data: Any, stamp: float | None = None, **ids: Any) -> None:
         """Evaluate the mapping for one lifecycle point and enqueue the writes (worker)."""
         if point in self.points:
-            self._apply(point, context(point, data, **ids))
+            self._apply(point, context(point, data, **ids), stamp, counted=False)
 
     def _apply(
         self,
@@ -323,6 +325,7 @@ class Session(AutologOwner):
         ctx: Mapping[str, Any],
         stamp: float | None = None,
         keep: tuple[type[Operation], ...] | None = None,
+        counted: bool = True,
     ) -> None:
         with self._lock:
             self._stamp = stamp
@@ -332,7 +335,7 @@ class Session(AutologOwner):
                 self._stamp = None
         if keep is not None:
             ops = [op for op in ops if isinstance(op, keep)]
-        elif stamp is not None:
+        elif stamp is not None and counted:
             self.document_ops += len(ops)
         self._emit(ops)
 
