@@ -417,3 +417,46 @@ def test_the_grader_is_not_an_evaluated_model(records: dict[str, Any]) -> None:
             header = read_eval_log(log.location, header_only=True)
             assert GRADER in (header.stats.model_usage or {})  # the grader did run
             assert header.eval.model in models and GRADER not in models
+
+
+# -- the sink: one lookup or creation per model per writer -----------------------------------
+
+
+def test_the_sink_creates_a_model_once_and_a_later_sink_finds_it(sqlite_store: Any) -> None:
+    from inspect_mlflow._runtime.operations import CloseRun, OpenRun
+
+    model = ModelData("openai/gpt-4o", "openai_gpt-4o", {"inspect.model": "openai/gpt-4o"})
+    dataset = DatasetData("qa", "d1", source='{"uri": "qa.jsonl"}', context="eval")
+
+    def batch(eval_id: str) -> list[Any]:
+        run = f"task:{eval_id}"
+        return [
+            OpenRun(run, "task", eval_id, None),
+            # A run's metrics may be delivered before its inputs (its data ops are merged
+            # into its first data step): the model still gets the inputs' tags.
+            LogMetrics(run, (Metric("acc", 0.5, 0, 1_700_000_000_000, model.key, "qa", "d1"),)),
+            LogInputs(run, (model,), (dataset,)),
+            CloseRun(run, "FINISHED", 1_700_000_001_000),
+        ]
+
+    first = sqlite_store.sink()
+    first.send(batch("a") + batch("b"))
+    assert first.calls["create_logged_model"] == 1
+    assert first.calls["log_inputs"] == 2
+    second = sqlite_store.sink()
+    second.send(batch("c"))
+    assert second.calls["create_logged_model"] == 0  # found by its tag
+    assert second.calls["search_logged_models"] == 1
+    client = sqlite_store.client()
+    experiment_id = _experiment_id(client, sqlite_store.experiment_name)
+    [logged] = client.search_logged_models([experiment_id])
+    assert logged.tags["inspect.model"] == "openai/gpt-4o"
+    assert sorted(m.run_id for m in logged.metrics) == sorted(
+        first.run_id(k) or second.run_id(k) for k in ("task:a", "task:b", "task:c")
+    )
+    for key, sink in (("task:a", first), ("task:c", second)):
+        inputs = client.get_run(sink.run_id(key)).inputs
+        assert [m.model_id for m in inputs.model_inputs] == [logged.model_id]
+        assert [d.dataset.digest for d in inputs.dataset_inputs] == ["d1"]
+    first.close()
+    second.close()
