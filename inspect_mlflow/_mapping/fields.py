@@ -29,7 +29,16 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from inspect_mlflow._mapping.model import CompiledMapping, Entries, Expr, Loops, Rule, Where
+from inspect_mlflow._mapping.model import (
+    CompiledMapping,
+    Entries,
+    Expr,
+    KeyTemplate,
+    Loops,
+    ObjectExpr,
+    Rule,
+    Where,
+)
 
 __all__ = ["FieldTypo", "absent_field", "explain_error", "field_typos", "point_shape"]
 
@@ -566,22 +575,19 @@ def _computed(mapping: CompiledMapping, kind: str | None) -> dict[str, Shape]:
     parent_spec = mapping.runs.get(spec.parent) if spec and spec.parent else None
     parent_context = point_shape(parent_spec.open) if parent_spec else ANY
     string = Scalar("string")
-    parent = record(
-        "the parent run",
-        {"kind": string, "key": string, "name": string, "context": parent_context},
-    )
+    # Open: the engine adds to `run` over time; what is declared here is checked below it.
+    parent_fields = {"kind": string, "key": string, "name": string, "context": parent_context}
+    parent = Obj("the parent run", parent_fields, parent_fields.__getitem__, open_=True)
     dataset = record("a dataset input", {"name": string, "digest": string})
-    run = record(
-        "the run",
-        {
-            "kind": string,
-            "key": string,
-            "name": string,
-            "parent": parent,
-            "models": List(string),
-            "datasets": List(dataset),
-        },
-    )
+    run_fields = {
+        "kind": string,
+        "key": string,
+        "name": string,
+        "parent": parent,
+        "models": List(string),
+        "datasets": List(dataset),
+    }
+    run = Obj("the run", run_fields, run_fields.__getitem__, open_=True)
     return {"counter": counter, "series": series, "run": run}
 
 
@@ -642,39 +648,33 @@ class _Checker:
         for _, expr in rule.collect:
             self.check(expr, base)
         scope = self.loops(rule.for_each, base)
-        for entries in (rule.params, rule.tags, rule.metrics, rule.row):
-            self.entries(entries, scope)
-        for template in (rule.table, rule.records, rule.artifact):
-            if template is not None:
-                for part in template.parts:
-                    if isinstance(part, Expr):
-                        self.check(part, scope)
-        for value in (rule.record, rule.value):
-            if value is not None and not isinstance(value, Expr):
-                self.entries(value.entries, scope)
-            else:
-                self.check(value, scope)
-        if rule.trace is not None:
-            self.trace(rule.trace, scope)
+        for item in dataclasses.fields(rule):
+            if item.name not in ("when", "unique", "step", "collect", "for_each", "where"):
+                self.generic(getattr(rule, item.name), scope)
 
-    def trace(self, trace: Any, scope: Shape) -> None:
-        for name in ("key", "name", "start", "end", "inputs", "outputs", "status"):
-            self.check(getattr(trace, name, None), scope)
-        self.entries(trace.tags, scope)
-        self.entries(trace.metadata, scope)
-        for part in ("spans", "feedback", "expectations"):
-            spec = getattr(trace, part, None)
-            if spec is None:
-                continue
-            inner = self.loops(spec.for_each, scope)
-            for item in dataclasses.fields(spec):
-                value = getattr(spec, item.name)
-                if isinstance(value, Expr):
-                    self.check(value, inner)
-            for entries_name in ("attributes", "metadata"):
-                entries = getattr(spec, entries_name, None)
-                if entries:
-                    self.entries(entries, inner)
+    def generic(self, value: Any, scope: Shape) -> None:
+        """Check every expression of a rule's output, whatever its kind (traces, links...).
+
+        A part with its own ``for_each`` (a trace's spans, feedback, expectations) binds
+        its loop names first, so they are read as what they iterate over.
+        """
+        if isinstance(value, Expr):
+            self.check(value, scope)
+        elif isinstance(value, KeyTemplate):
+            for part in value.parts:
+                if isinstance(part, Expr):
+                    self.check(part, scope)
+        elif isinstance(value, ObjectExpr):
+            self.entries(value.entries, scope)
+        elif isinstance(value, (tuple, list)):
+            for item in value:
+                self.generic(item, scope)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            loops = getattr(value, "for_each", None)
+            inner = self.loops(loops, scope) if loops else scope
+            for item in dataclasses.fields(value):
+                if item.name not in ("for_each", "where"):
+                    self.generic(getattr(value, item.name), inner)
 
     def runs(self) -> None:
         mapping = self.mapping
