@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,27 @@ def test_importing_the_api_imports_neither_mlflow_nor_the_hook() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_import_logs_imports_a_log_as_the_command_does(sqlite_store: Any, tmp_path: Path) -> None:
+    from e2e_support import env
+    from inspect_ai import eval as inspect_eval
+    from mlflow import MlflowClient
+
+    import inspect_mlflow
+    from inspect_mlflow._demo import demo_model, demo_task
+
+    with env(MLFLOW_TRACKING_URI=None, INSPECT_MLFLOW_TRACKING_URI=None):
+        inspect_eval(demo_task(2), model=demo_model(), log_dir=str(tmp_path), display="none")
+        seen: list[str] = []
+        report = inspect_mlflow.import_logs(
+            [tmp_path],
+            tracking_uri=sqlite_store.tracking_uri,
+            experiment=sqlite_store.experiment_name,
+            on_log=lambda outcome: seen.append(outcome.status),
+        )
+    assert report.count("imported") == 1 and seen == ["imported"] and report.delivered
+    client = MlflowClient(tracking_uri=sqlite_store.tracking_uri)
+    experiment = client.get_experiment_by_name(sqlite_store.experiment_name)
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
+    assert "demo_addition" in names
