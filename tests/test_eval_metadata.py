@@ -147,10 +147,16 @@ def test_eval_metadata_chooses_the_experiment_and_adds_tags(
     assert _resolve(log).info.run_id == task.info.run_id
 
 
-def test_a_task_with_its_own_experiment_gets_its_own_parent_there(sqlite_store: Any) -> None:
+@pytest.mark.parametrize("delivery", ["process", "thread"])
+def test_a_task_with_its_own_experiment_gets_its_own_parent_there(
+    sqlite_store: Any, delivery: str
+) -> None:
     chosen = f"own-{uuid.uuid4().hex[:8]}"
     logs = run_logged(
-        _two_tasks(chosen), sqlite_store.tracking_uri, sqlite_store.experiment_name
+        _two_tasks(chosen),
+        sqlite_store.tracking_uri,
+        sqlite_store.experiment_name,
+        extra_env={"INSPECT_MLFLOW_DELIVERY": delivery},
     )
     client = MlflowClient(tracking_uri=sqlite_store.tracking_uri)
     parent_name = f"inspect-{logs[0].eval.run_id[:8]}"
