@@ -129,6 +129,19 @@ def shots(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def screenshot(page: Any, path: Path) -> None:
+    """A PNG of the viewport; in docs/images as 64 colours (a third of the bytes)."""
+    page.screenshot(path=str(path))
+    if path.parent == REPO / "docs" / "images":
+        try:
+            from PIL import Image  # with MLflow (through matplotlib)
+        except ImportError:
+            return
+        with Image.open(path) as image:
+            small = image.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+        small.save(path, optimize=True)
+
+
 def squeeze(text: str) -> str:
     """Text as a person reads it: markdown marks gone, runs of whitespace as one space."""
     return re.sub(r"\s+", " ", text.replace("**", "").replace("`", "")).strip()
@@ -179,7 +192,7 @@ def test_the_run_list_shows_a_failed_eval_and_task_as_failed(
     for task in ("flaky_addition", "demo_addition"):
         page.get_by_role("link", name=task, exact=True).wait_for()
     page.evaluate("document.activeElement && document.activeElement.blur()")
-    page.screenshot(path=str(shots / "run-list.png"))
+    screenshot(page, shots / "run-list.png")
     # Red for FAILED, green for FINISHED: the icon is what a person looks at.
     for name in (failed_parent, "flaky_addition"):
         r, g, _ = status_icon_rgb(page, name)
@@ -199,7 +212,7 @@ def test_a_failed_task_run_says_why_on_its_overview(logged: Logged, page: Any, s
     assert squeeze(error) in description
     about = squeeze(section(page, "About this run", "Tags"))
     assert "Status Failed" in about
-    page.screenshot(path=str(shots / "run-overview-failed.png"))
+    screenshot(page, shots / "run-overview-failed.png")
 
 
 def test_a_task_run_overview_shows_its_primary_score(
@@ -217,7 +230,7 @@ def test_a_task_run_overview_shows_its_primary_score(
     description = squeeze(section(page, "Description", "Metrics ("))
     assert headline in description
     assert "Status Finished" in squeeze(section(page, "About this run", "Tags"))
-    page.screenshot(path=str(shots / "run-overview.png"))
+    screenshot(page, shots / "run-overview.png")
 
 
 def test_a_trace_shows_the_samples_target_as_an_expectation(
@@ -249,4 +262,4 @@ def test_a_trace_shows_the_samples_target_as_an_expectation(
     page.get_by_text("Expectations (1)").wait_for()
     panel = squeeze(section(page, "Assessments", "Notes"))
     assert f"{expectation.name} inspect_ai {target}" in panel, panel
-    page.screenshot(path=str(shots / "trace.png"))
+    screenshot(page, shots / "trace.png")
