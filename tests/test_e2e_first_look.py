@@ -67,6 +67,12 @@ def test_successful_task_note_has_the_headline(two_tasks: Scenario) -> None:
     usage = log.stats.model_usage[log.eval.model]
     assert f"{usage.total_tokens} tokens ({usage.input_tokens} in" in note
     assert log.eval.model in note and log.location in note
+    # The duration is the run's (Inspect's start and end), as MLflow's Duration shows it.
+    run = _by_task(two_tasks)["steady"]
+    import re
+
+    [seconds] = re.findall(r" · ([0-9.]+) s · ", note)
+    assert abs(float(seconds) - (run.info.end_time - run.info.start_time) / 1000) <= 0.051
 
 
 def test_parent_note_summarises_its_tasks(two_tasks: Scenario) -> None:
