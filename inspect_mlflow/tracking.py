@@ -9,6 +9,11 @@ event counts, tables under ``inspect/*.json``, ``sample_results/*.json``,
 mapping (``mappings/default.yaml``) describes. MLflow is reached only through explicit
 clients, in a delivery process beside the eval's (``INSPECT_MLFLOW_DELIVERY``), so the
 user's own MLflow state is untouched and importing this module does not import MLflow.
+
+Settings come from the environment (:func:`load_settings`); per eval, Inspect metadata
+``inspect_mlflow.experiment`` and ``inspect_mlflow.tags.<name>`` (``--metadata``, or the
+task's own) choose the experiment and add tags, and the log's metadata ``mlflow_run``
+says which run the task logged to and how to open it.
 """
 
 from __future__ import annotations
