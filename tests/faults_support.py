@@ -135,7 +135,10 @@ def assert_landed_exactly(tracking_uri: str, experiment: str, ops: Sequence[Oper
         elif isinstance(op, AppendRows):
             rows[(op.run, op.path)] += len(op.rows)
         elif isinstance(op, LogTrace):
-            traces.setdefault(op.run, {})[op.trace_key] = len(op.feedback)
+            # Feedback and expectations (the target) are both assessments of the trace.
+            traces.setdefault(op.run, {})[op.trace_key] = len(op.feedback) + len(
+                getattr(op, "expectations", ())
+            )
         elif isinstance(op, CloseRun):
             status[op.run] = op.status
 
