@@ -49,6 +49,9 @@ def test_failed_task_note_states_the_error_and_the_log(two_tasks: Scenario) -> N
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith(f"**The task failed:** {log.error.message}")
     assert log.error.traceback.splitlines()[0] in note  # the traceback's first lines
+    block = note.split("```")[1]
+    assert max(len(line) for line in block.splitlines()) <= 80, "MLflow's UI does not wrap it"
+    assert any(len(line) > 80 for line in log.error.traceback.splitlines()), "a long line to wrap"
     assert log.location in note
     assert f"inspect view --log-dir {Path(log.location).parent}" in note
     assert run.data.tags["inspect.error"] == log.error.message

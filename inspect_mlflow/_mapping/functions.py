@@ -608,6 +608,26 @@ class MappingFunctions(Functions):
             return int(round(value, places))
         return round(float(value), places)
 
+    @signature({"types": ["string", "null"]}, {"types": ["number"]})
+    def _func_wrap(self, text: str | None, width: int | float) -> str | None:
+        r"""Each line of ``text`` broken into lines of at most ``width`` characters.
+
+        For text shown in a fixed-width block (a traceback in a run's description):
+        MLflow's UI does not wrap it, so one long line widens the whole page.
+
+        >>> jmespath.search("wrap(@, `4`)", "abcdefghij\nxy", OPTIONS)
+        'abcd\nefgh\nij\nxy'
+        """
+        if text is None:
+            return None
+        count = _as_int("wrap", "width", width)
+        if count is None or count < 1:
+            raise FunctionValueError("wrap", f"width must be >= 1, got {width!r}")
+        lines = []
+        for line in text.split("\n"):
+            lines.extend(line[i : i + count] for i in range(0, max(len(line), 1), count))
+        return "\n".join(lines)
+
 
 def _extreme_time(name: str, times: list[Any] | None, pick: Any) -> Any:
     """The element of ``times`` at the extreme instant chosen by ``pick`` (nulls skipped)."""
