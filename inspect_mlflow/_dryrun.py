@@ -9,7 +9,7 @@ What it flags, most certain first:
 
 - likely typos: fields that no Inspect payload of the expression's lifecycle point has
   (``sample.scroes``), found from Inspect's own types without the log
-  (:mod:`inspect_mlflow._mapping.fields`), each with a "did you mean";
+  (:mod:`inspect_mlflow._payload_fields`), each with a "did you mean";
 - the engine's problems (expressions that raised, values of the wrong type such as a
   text metric, rules with no open run, keys that collide once made MLflow-safe), each
   with where it comes from in the mapping;
@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from inspect_mlflow._mapping.fields import FieldTypo, absent_field, explain_error, field_typos
+from inspect_mlflow._payload_fields import FieldTypo, absent_field, explain_error, field_typos
 from inspect_mlflow._mapping.model import (
     CompiledMapping,
     Entries,

@@ -260,7 +260,7 @@ def _plain_method(cls: type, dec: Any) -> Callable[[Any, Any], Any] | None:
     return func  # type: ignore[no-any-return]
 
 
-def _shape_of(cls: type) -> _Shape:
+def shape_of(cls: type) -> _Shape:
     """The (cached) shape of a pydantic model or dataclass class."""
     shape = _SHAPES.get(cls)
     if shape is not None:
@@ -453,7 +453,7 @@ class ModelView(LazyView):
         dict.__init__(self)
         self._complete = False
         self._obj = obj
-        self._shape = _SHAPES.get(type(obj)) or _shape_of(type(obj))
+        self._shape = _SHAPES.get(type(obj)) or shape_of(type(obj))
         self._exclude = frozenset(exclude) if exclude else _NO_NAMES
         self._extra: Mapping[str, Any] = dict(extra) if extra else _NO_EXTRA
 
@@ -610,7 +610,7 @@ def context(point: str, data: Any, **extra: Any) -> dict[str, Any]:
             (f.name, getattr(data, f.name, None)) for f in dataclasses.fields(data)
         )
     elif isinstance(data, pydantic.BaseModel):
-        pairs = ((name, getattr(data, name, None)) for name in _shape_of(type(data)).names)
+        pairs = ((name, getattr(data, name, None)) for name in shape_of(type(data)).names)
     elif isinstance(data, Mapping):
         pairs = ((_key_text(k), v) for k, v in data.items())
     elif data is None:

@@ -213,7 +213,7 @@ def _class_shape(cls: type) -> Shape:
     """A pydantic model or dataclass as an object of its visible fields (cached per class)."""
     import pydantic
 
-    from inspect_mlflow._runtime.views import _shape_of
+    from inspect_mlflow._runtime.views import shape_of
 
     shape = _MODELS.get(cls)
     if shape is not None:
@@ -222,7 +222,7 @@ def _class_shape(cls: type) -> Shape:
         shape = _MODELS[cls] = of_type(cls.model_fields["root"].annotation)
         return shape
     if issubclass(cls, pydantic.BaseModel):
-        seen = _shape_of(cls)
+        seen = shape_of(cls)
         fields = cls.model_fields
         custom = seen.custom
 
