@@ -31,7 +31,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from inspect_mlflow._payload_fields import FieldTypo, absent_field, explain_error, field_typos
 from inspect_mlflow._mapping.model import (
     CompiledMapping,
     Entries,
@@ -42,6 +41,7 @@ from inspect_mlflow._mapping.model import (
     Rule,
     Where,
 )
+from inspect_mlflow._payload_fields import FieldTypo, absent_field, explain_error, field_typos
 from inspect_mlflow._pipeline import Pipeline, environment_secrets
 from inspect_mlflow._runtime.engine import Engine, Problem, Problems
 from inspect_mlflow._runtime.keys import TRUNCATION_MARKER

@@ -21,8 +21,8 @@ from inspect_mlflow._cli import main
 from inspect_mlflow._demo import demo_model, demo_task
 from inspect_mlflow._dryrun import dry_run
 from inspect_mlflow._mapping import load_mapping
-from inspect_mlflow._payload_fields import field_typos
 from inspect_mlflow._paths import default_mapping_path
+from inspect_mlflow._payload_fields import field_typos
 
 SAMPLES = 3
 
