@@ -16,6 +16,7 @@ A larger run of the same scenarios: ``benchmarks/restart_faults.py``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,10 @@ MOMENTS = {
 }
 """Kill moments: the server is killed once its log shows this many such requests."""
 
+CI_MOMENTS = [m for m in MOMENTS if m != "run-end-closing"]
+"""What CI runs (about 40 s each): the kill at the closing follows the uploads' by a
+moment and passes alike; ``INSPECT_MLFLOW_FULL_MATRIX=1`` runs it too."""
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
@@ -60,7 +65,9 @@ def _ensure_up(server: MlflowServer) -> None:
         server.restart()
 
 
-@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize(
+    "moment", list(MOMENTS) if os.environ.get("INSPECT_MLFLOW_FULL_MATRIX") else CI_MOMENTS
+)
 def test_a_server_restart_loses_nothing_spools_nothing_duplicates_nothing(
     server: MlflowServer, tmp_path: Path, moment: str
 ) -> None:
