@@ -74,6 +74,7 @@ class DeliveryProcess:
         self._said_resume = False
         self._handler = _Forward(outgoing)
         logging.getLogger().addHandler(self._handler)
+        threading.Thread(target=self._confirm, name="inspect-mlflow-confirm", daemon=True).start()
 
     def run(self) -> int:
         """Serve until stdin closes; returns the exit code."""
@@ -89,7 +90,6 @@ class DeliveryProcess:
                 logging.getLogger(__name__).error("inspect-mlflow: unknown message %r", kind)
                 continue
             handler(*message[1:])
-        threading.Thread(target=self._confirm, name="inspect-mlflow-confirm", daemon=True).start()
 
     def _reply(self, seq: int, value: Any) -> None:
         self._out.send(("reply", seq, value))
