@@ -346,10 +346,12 @@ class RemoteSession(AutologOwner):
         notice(
             "inspect-mlflow: %s mid-run; the eval's process delivers the rest of this run "
             "(as with INSPECT_MLFLOW_DELIVERY=thread). %d write(s) of %d point(s) it had "
-            "not confirmed were in flight: they are sent again from here, none lost.",
+            "not confirmed (of %d sent) were in flight: they are sent again from here, "
+            "none lost.",
             why,
             local.document_ops,
             index - min(acked, index),
+            index,
         )
         return True
 

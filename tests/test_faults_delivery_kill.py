@@ -44,6 +44,10 @@ def killing_task(killed: dict[str, int]) -> Task:
             if state.sample_id == KILL_AT:
                 process = _remote._process
                 assert process is not None and not process.gone
+                for _ in range(600):  # mid-run: once it has confirmed some points
+                    if process.acked:
+                        break
+                    await asyncio.sleep(0.05)
                 os.kill(process.pid, signal.SIGKILL)
                 killed["pid"] = process.pid
                 await asyncio.sleep(0.2)
@@ -84,8 +88,13 @@ def test_a_killed_delivery_process_is_taken_over_and_nothing_is_lost(
     assert "pid" in killed, "the delivery process was not killed"
     said = [m for m in logs.messages() if "delivers the rest of this run" in m]
     assert len(said) == 1, logs.messages()
-    found = re.search(r"(\d+) write\(s\) of (\d+) point\(s\) .* none lost", said[0])
+    found = re.search(
+        r"(\d+) write\(s\) of (\d+) point\(s\) it had not confirmed \(of (\d+) sent\)", said[0]
+    )
     assert found, said[0]
+    writes, unconfirmed, sent = (int(g) for g in found.groups())
+    assert 0 < unconfirmed < sent, said[0]  # the points delivered before were confirmed
+    assert "none lost" in said[0]
     assert "exited with code -9" in said[0], said[0]
     assert not [m for m in logs.messages() if "is lost" in m], logs.messages()
     assert list_spool_files(tmp_path / "spool") == []
