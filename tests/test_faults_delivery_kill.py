@@ -32,6 +32,15 @@ KILL_AT = 14
 DELAY = 0.5
 
 
+def _hook_session() -> Any:
+    from inspect_ai.hooks._hooks import get_all_hooks
+
+    from inspect_mlflow._hook import MlflowTrackingHook
+
+    hook = next(h for h in get_all_hooks() if isinstance(h, MlflowTrackingHook))
+    return hook._session
+
+
 def killing_task(killed: dict[str, int]) -> Task:
     """The slow demo task whose sample ``KILL_AT`` SIGKILLs the delivery process."""
     import asyncio
@@ -44,8 +53,9 @@ def killing_task(killed: dict[str, int]) -> Task:
             if state.sample_id == KILL_AT:
                 process = _remote._process
                 assert process is not None and not process.gone
-                for _ in range(600):  # mid-run: once it has confirmed some points
-                    if process.acked:
+                sid = _hook_session()._sid  # the process may have served earlier evals
+                for _ in range(600):  # mid-run: once it has confirmed some of this run's points
+                    if process.acked.get(sid):
                         break
                     await asyncio.sleep(0.05)
                 os.kill(process.pid, signal.SIGKILL)
