@@ -2,12 +2,13 @@
 
 Why: with ``display="none"`` (and in a busy terminal) nothing else tells a user that
 anything was logged, nor how to look at it; a file store needs ``mlflow ui`` pointed at
-it, which few people know. Printed once per eval run, through :mod:`_notice`.
+it, which few people know. Printed once per eval run, on stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from urllib.parse import urlsplit
 
 from inspect_mlflow._notice import NOTICE_LOGGER
@@ -16,8 +17,8 @@ from inspect_mlflow._writer.spool import public_uri
 __all__ = ["WHERE_LOGGER", "say_where", "where_logged"]
 
 WHERE_LOGGER = f"{NOTICE_LOGGER}.where"
-"""A child of the notice logger (so it reaches stderr with ``display="none"``), named
-apart so that code counting real warnings can leave this line out."""
+"""Named under the notice logger, at INFO: below the notice handler's WARNING level, so it
+is written once, by this module's own handler, in every display mode."""
 
 _FILE_SCHEMES = ("", "file", "sqlite", "mysql", "postgresql", "mssql")
 """Stores read directly (no tracking server): ``mlflow ui`` must be started on them."""
@@ -43,5 +44,32 @@ def where_logged(tracking_uri: str, experiment: str) -> str:
 
 
 def say_where(tracking_uri: str, experiment: str) -> None:
-    """Log the line as a notice: Inspect shows it in every display mode."""
-    logging.getLogger(WHERE_LOGGER).warning("%s", where_logged(tracking_uri, experiment))
+    """Print the line on stderr, in every display mode, as information (not a warning).
+
+    Logged at INFO under :data:`WHERE_LOGGER`: Inspect shows only warnings by default, and
+    a line that says where things went must not read as ``WARNING`` (a user would take
+    it for a failure); the handler below writes it to stderr itself.
+    """
+    logging.getLogger(WHERE_LOGGER).info("%s", where_logged(tracking_uri, experiment))
+
+
+class _ToStderr(logging.Handler):
+    """Writes each record's message, and nothing else, to stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{record.getMessage()}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def _install() -> None:
+    target = logging.getLogger(WHERE_LOGGER)
+    target.setLevel(logging.INFO)
+    target.propagate = False  # shown once, here; not again by Inspect at --log-level info
+    if not any(isinstance(h, _ToStderr) for h in target.handlers):
+        target.addHandler(_ToStderr(logging.INFO))
+
+
+_install()
