@@ -388,7 +388,9 @@ def check_landed(url: str, experiment: str, evals: list[EvalProcess]) -> dict[st
         )
         want = sorted((str(s.id), str(s.epoch)) for s in samples)
         assert keys == want, f"{ev.name}: traces do not match the log's samples one to one"
-        assessments = sum(len(t.info.assessments) for t in found)
+        assessments = sum(
+            a.name in scorers for t in found for a in t.info.assessments
+        )  # the scores' feedback; each trace also holds its target as an expectation
         assert assessments == len(samples) * len(scorers), f"{ev.name}: {assessments} assessments"
         totals["traces"] += len(found)
         totals["assessments"] += assessments
