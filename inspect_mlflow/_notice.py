@@ -33,17 +33,29 @@ def display_is_silent() -> bool:
     return getattr(module, "_display_type", None) == "none"
 
 
-class _EchoWhenSilent(logging.Handler):
-    """Writes notices to stderr when Inspect's display would show nothing."""
+class StderrLines(logging.Handler):
+    """Writes each record's message, and nothing else, as one line on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not display_is_silent():
+        if not self.shows(record):
             return
         try:
             sys.stderr.write(f"{record.getMessage()}\n")
             sys.stderr.flush()
         except Exception:
             self.handleError(record)
+
+    def shows(self, record: logging.LogRecord) -> bool:
+        """Whether this record is written (every one, here)."""
+        return True
+
+
+class _EchoWhenSilent(StderrLines):
+    """Writes notices to stderr when Inspect's display would show nothing."""
+
+    def shows(self, record: logging.LogRecord) -> bool:
+        """Only while Inspect's display is ``none``."""
+        return display_is_silent()
 
 
 def _install() -> None:

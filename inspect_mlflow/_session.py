@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from inspect_mlflow import _autolog
+import inspect_mlflow._autolog as _autolog
 from inspect_mlflow._config import Settings
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice

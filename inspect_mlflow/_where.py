@@ -8,10 +8,9 @@ it, which few people know. Printed once per eval run, on stderr.
 from __future__ import annotations
 
 import logging
-import sys
 from urllib.parse import urlsplit
 
-from inspect_mlflow._notice import NOTICE_LOGGER
+from inspect_mlflow._notice import NOTICE_LOGGER, StderrLines
 from inspect_mlflow._writer.spool import public_uri
 
 __all__ = ["WHERE_LOGGER", "say_where", "where_logged"]
@@ -53,23 +52,12 @@ def say_where(tracking_uri: str, experiment: str) -> None:
     logging.getLogger(WHERE_LOGGER).info("%s", where_logged(tracking_uri, experiment))
 
 
-class _ToStderr(logging.Handler):
-    """Writes each record's message, and nothing else, to stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stderr.write(f"{record.getMessage()}\n")
-            sys.stderr.flush()
-        except Exception:
-            self.handleError(record)
-
-
 def _install() -> None:
     target = logging.getLogger(WHERE_LOGGER)
     target.setLevel(logging.INFO)
     target.propagate = False  # shown once, here; not again by Inspect at --log-level info
-    if not any(isinstance(h, _ToStderr) for h in target.handlers):
-        target.addHandler(_ToStderr(logging.INFO))
+    if not any(isinstance(h, StderrLines) for h in target.handlers):
+        target.addHandler(StderrLines(logging.INFO))
 
 
 _install()

@@ -28,10 +28,10 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e_support import env
 from mlflow_server import MlflowServer, free_port, start_mlflow_server
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -170,7 +170,7 @@ def start_s3(root: Path, timeout: float = 60.0) -> S3Store:
         )
     store = S3Store(root, f"http://127.0.0.1:{ports['s3.port']}", process)
     deadline = time.monotonic() + timeout
-    with _env(**S3_ACCESS):
+    with env(**S3_ACCESS):
         while True:
             try:
                 store.objects()
@@ -239,20 +239,6 @@ def _stop_pid(pid: int, sig: int, timeout: float = 30.0) -> None:
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-
-
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # -- the load ------------------------------------------------------------------------------
