@@ -66,7 +66,7 @@ def test_text_report_of_the_default_mapping(
     lines = out.splitlines()
     assert lines[0].startswith("<MAP>: OK, ")
     assert "Dry run of <MAP> on <LOG> (nothing is written)" in lines
-    # The stable parts of the report, as documented in the README.
+    # The stable parts of the report, as documented in docs/dry-run.md.
     expected = [
         f"run eval:<RUN_ID>  name 'inspect-{read_run_id(known_log)[:8]}'  kind eval  -> FINISHED",
         "  time: <TIME> -> <TIME>",

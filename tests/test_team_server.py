@@ -1,7 +1,7 @@
 """The team setup under load: evals in several processes at once into one shared MLflow.
 
 `mlflow server` with two workers, backed by a real PostgreSQL and a real S3-compatible
-store (SeaweedFS), as a team runs it (see README, "A shared MLflow for a team"). Several
+store (SeaweedFS), as a team runs it (see docs/team-setup.md). Several
 eval processes start at the same moment with the default delivery; afterwards the store
 must hold exactly what each eval's own log says (runs, every metric point at its step,
 table rows, traces, assessments), with no write refused, spooled or lost.
