@@ -133,7 +133,10 @@ class DeliveryProcess:
             except RuntimeError:  # changed while copied (a session opened): next time
                 continue
             for sid, session in sessions:
-                n = session.points_confirmed()
+                try:
+                    n = session.points_confirmed()
+                except Exception:  # never end the confirmations: a takeover needs them
+                    continue
                 if n <= confirmed.get(sid, 0):
                     continue
                 try:

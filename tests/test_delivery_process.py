@@ -300,6 +300,9 @@ class _SlowOrFailingSession:
         self.settings = SimpleNamespace(flush_timeout=0.5)
         self.behaviour = behaviour
 
+    def points_confirmed(self) -> int:
+        return 0
+
     def prepare_document(self, point: str, document: Any) -> None:
         import time
 
