@@ -21,13 +21,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from e2e_support import download_json, eval_events
+from e2e_support import demo_task_with, download_json, eval_events
 from inspect_ai import Task
 from inspect_ai.log import read_eval_log
-from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
+from inspect_ai.solver import Generate, TaskState, solver
 from mlflow_server import MlflowServer
 
-from inspect_mlflow._demo import add_tool, demo_task
 from inspect_mlflow._writer.mlflow_sink import RUN_KEY_TAG
 
 
@@ -43,13 +42,7 @@ def slow_task(samples: int, delay: float, name: str = "contract") -> Task:
 
         return solve
 
-    base = demo_task(samples, name=name)
-    return Task(
-        name=name,
-        dataset=base.dataset,
-        solver=[pause(), use_tools(add_tool()), generate()],
-        scorer=base.scorer,
-    )
+    return demo_task_with(pause(), samples, name)
 
 
 class Chaos:

@@ -81,13 +81,18 @@ def failing_task(fail_ids: set[int], samples: int = 5, name: str = "flaky_additi
 
         return solve
 
-    base = demo_task(samples, name=name)
+    return demo_task_with(explode(), samples, name)
+
+
+def demo_task_with(first: Any, samples: int, name: str) -> Task:
+    """The demo task (one tool call, two scorers) with ``first`` as its first solver."""
     from inspect_mlflow._demo import add_tool
 
+    base = demo_task(samples, name=name)
     return Task(
         name=name,
         dataset=base.dataset,
-        solver=[explode(), use_tools(add_tool()), generate()],
+        solver=[first, use_tools(add_tool()), generate()],
         scorer=base.scorer,
     )
 
