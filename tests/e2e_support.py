@@ -42,6 +42,19 @@ def env(**values: str | None) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def child_env(store: Any, **extra: str) -> dict[str, str]:
+    """This process's environment for a child eval logging to ``store``, default delivery."""
+    values = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": store.tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": store.experiment_name,
+        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
+        **extra,
+    }
+    for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
+        values.pop(name, None)
+    return values
+
 def new_experiment_name(prefix: str = "e2e") -> str:
     """A unique experiment name so tests sharing one store never see each other's runs."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

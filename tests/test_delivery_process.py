@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import download_json, new_experiment_name, run_logged, runs_by_name
+from e2e_support import child_env, download_json, new_experiment_name, run_logged, runs_by_name
 from inspect_ai import Task
 from inspect_ai.scorer import includes, match
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
@@ -37,24 +37,11 @@ print("mlflow imported:", "mlflow" in sys.modules)
 """
 
 
-def _store_env(store: Any) -> dict[str, str]:
-    """This process's environment, logging to ``store`` with the default delivery."""
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": store.tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": store.experiment_name,
-        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
-    }
-    for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
-        env.pop(name, None)
-    return env
-
-
 def _eval_script(script: str, store: Any, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run ``script`` (an eval) in a fresh process logging to ``store``."""
     return subprocess.run(
         [sys.executable, "-c", script, str(tmp_path / "logs")],
-        env=_store_env(store),
+        env=child_env(store),
         capture_output=True,
         text=True,
         timeout=300,
@@ -363,7 +350,7 @@ def test_inspect_eval_on_the_command_line_logs_everything_and_exits(
     command += ["--log-dir", str(tmp_path / "logs"), "--display", "plain"]
     done = subprocess.run(
         command,
-        env=_store_env(sqlite_store),
+        env=child_env(sqlite_store),
         cwd=tmp_path,
         capture_output=True,
         text=True,

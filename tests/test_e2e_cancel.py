@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import download_json, runs_by_name
+from e2e_support import child_env, download_json, runs_by_name
 from inspect_ai.log import list_eval_logs, read_eval_log
 
 from inspect_mlflow._signals import TerminationGuard
@@ -147,19 +147,6 @@ class Child:
         return "".join(self.stdout)[-2000:] + "\n--- stderr ---\n" + self.stderr[-4000:]
 
 
-def _env(store: Any, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": store.tracking_uri,
-        "MLFLOW_EXPERIMENT_NAME": store.experiment_name,
-        "INSPECT_MLFLOW_AUTOLOG_ENABLED": "false",
-        **extra,
-    }
-    for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
-        env.pop(name, None)
-    return env
-
-
 def _the_log(log_dir: Path) -> Any:
     [info] = list_eval_logs(str(log_dir))
     return read_eval_log(info, header_only=True)
@@ -221,7 +208,7 @@ def _run_and_signal(
 ) -> tuple[Child, int]:
     log_dir = tmp_path / "logs"
     command = command or [sys.executable, "-c", _CHILD, str(log_dir)]
-    child = Child(command, _env(store, **env), cwd=tmp_path)
+    child = Child(command, child_env(store, **env), cwd=tmp_path)
     try:
         child.wait_answered(ANSWERED_BEFORE_SIGNAL)
         child.signal(signum)
@@ -275,7 +262,8 @@ def test_a_killed_eval_leaves_no_logging_error_on_the_terminal(
     """SIGKILL: nothing can cancel; the delivery process closes the runs FAILED and says so
     in one plain line (its pipe to the dead eval's process is broken), no traceback."""
     log_dir = tmp_path / "logs"
-    child = Child([sys.executable, "-c", _CHILD, str(log_dir)], _env(sqlite_store), cwd=tmp_path)
+    command = [sys.executable, "-c", _CHILD, str(log_dir)]
+    child = Child(command, child_env(sqlite_store), cwd=tmp_path)
     try:
         child.wait_answered(ANSWERED_BEFORE_SIGNAL)
         child.signal(signal.SIGKILL)
@@ -304,7 +292,7 @@ def test_ctrl_c_twice_at_once_still_ends_killed_and_quiet(
     what its samples logged), but the runs still end KILLED and nothing is printed."""
     log_dir = tmp_path / "logs"
     command = [sys.executable, "-c", _CHILD, str(log_dir)]
-    child = Child(command, _env(sqlite_store), cwd=tmp_path)
+    child = Child(command, child_env(sqlite_store), cwd=tmp_path)
     try:
         child.wait_answered(ANSWERED_BEFORE_SIGNAL)
         child.signal(signal.SIGINT)
