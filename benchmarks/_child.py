@@ -145,7 +145,7 @@ class _Timed:
 
 def instrument(holds: _Holds) -> None:
     """Wrap every ``on_*`` method and ``enabled`` of the hook class with timers."""
-    from inspect_mlflow._hook import MlflowTrackingHook
+    from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
     for name, original in list(vars(MlflowTrackingHook).items()):
         if name.startswith("on_") and callable(original):
@@ -180,7 +180,7 @@ def _model(latency: float) -> Any:
     The wait is asynchronous, as a real provider's is: the event loop is free meanwhile,
     which is what the hook's background threads use.
     """
-    from inspect_mlflow._demo import answer, demo_model
+    from inspect_mlflow._commands.demo import answer, demo_model
 
     if latency <= 0:
         return demo_model()
@@ -196,7 +196,7 @@ def _model(latency: float) -> Any:
 
 def _delivery_process() -> int | None:
     """The pid of the hook's delivery process, if this eval started one."""
-    remote = sys.modules.get("inspect_mlflow._remote")
+    remote = sys.modules.get("inspect_mlflow._delivery.remote")
     process = getattr(remote, "_process", None)
     return process.pid if process is not None and not process.gone else None
 
@@ -206,7 +206,7 @@ def import_cost(out_path: str) -> int:
     import inspect_ai  # noqa: F401
     from inspect_ai import eval as _  # noqa: F401
 
-    import inspect_mlflow._hook  # noqa: F401
+    import inspect_mlflow._inspect.hook  # noqa: F401
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     import inspect_mlflow._writer.mlflow_sink  # noqa: F401
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from inspect_ai import eval as inspect_eval
 
-    from inspect_mlflow._demo import demo_task
+    from inspect_mlflow._commands.demo import demo_task
 
     holds = _Holds()
     instrument(holds)

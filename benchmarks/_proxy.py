@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import threading
 
-from inspect_mlflow._quickack import quick_ack
+from inspect_mlflow._writer.quickack import quick_ack
 
 
 class DelayProxy:

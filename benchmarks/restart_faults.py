@@ -68,7 +68,7 @@ def main() -> int:
         threading.Thread(target=chaos, daemon=True).start()
         from inspect_ai import eval as inspect_eval
 
-        from inspect_mlflow._demo import demo_model
+        from inspect_mlflow._commands.demo import demo_model
 
         [log] = inspect_eval(
             slow_task(args.samples, args.delay),

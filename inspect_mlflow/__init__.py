@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from inspect_mlflow._version import __version__
 
 _PUBLIC: dict[str, str] = {
     "MlflowTrackingHook": "inspect_mlflow.tracking",
@@ -22,19 +22,19 @@ _PUBLIC: dict[str, str] = {
     "CompiledMapping": "inspect_mlflow._mapping",
     "MappingInvalid": "inspect_mlflow._mapping",
     "MappingError": "inspect_mlflow._mapping",
-    "dry_run": "inspect_mlflow._dryrun",
-    "DryRunReport": "inspect_mlflow._dryrun",
-    "import_logs": "inspect_mlflow._api",
-    "ImportReport": "inspect_mlflow._importer",
-    "LogOutcome": "inspect_mlflow._importer",
-    "replay": "inspect_mlflow._replay",
-    "FileResult": "inspect_mlflow._replay",
-    "compare_runs": "inspect_mlflow._compare",
-    "compare_scores": "inspect_mlflow._compare",
-    "Comparison": "inspect_mlflow._compare",
-    "ScorerComparison": "inspect_mlflow._compare",
-    "PairedSample": "inspect_mlflow._compare",
-    "RunRef": "inspect_mlflow._compare",
+    "dry_run": "inspect_mlflow._commands.dryrun",
+    "DryRunReport": "inspect_mlflow._commands.dryrun",
+    "import_logs": "inspect_mlflow._commands.api",
+    "ImportReport": "inspect_mlflow._commands.importer",
+    "LogOutcome": "inspect_mlflow._commands.importer",
+    "replay": "inspect_mlflow._commands.replay",
+    "FileResult": "inspect_mlflow._commands.replay",
+    "compare_runs": "inspect_mlflow._commands.compare",
+    "compare_scores": "inspect_mlflow._commands.compare",
+    "Comparison": "inspect_mlflow._commands.compare",
+    "ScorerComparison": "inspect_mlflow._commands.compare",
+    "PairedSample": "inspect_mlflow._commands.compare",
+    "RunRef": "inspect_mlflow._commands.compare",
     "load_settings": "inspect_mlflow._config",
     "Settings": "inspect_mlflow._config",
     "SettingsError": "inspect_mlflow._config",
@@ -68,8 +68,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from inspect_mlflow._api import import_logs
-    from inspect_mlflow._compare import (
+    from inspect_mlflow._commands.api import import_logs
+    from inspect_mlflow._commands.compare import (
         Comparison,
         PairedSample,
         RunRef,
@@ -77,11 +77,11 @@ if TYPE_CHECKING:
         compare_runs,
         compare_scores,
     )
+    from inspect_mlflow._commands.dryrun import DryRunReport, dry_run
+    from inspect_mlflow._commands.importer import ImportReport, LogOutcome
+    from inspect_mlflow._commands.replay import FileResult, replay
     from inspect_mlflow._config import Settings, SettingsError, load_settings
-    from inspect_mlflow._dryrun import DryRunReport, dry_run
-    from inspect_mlflow._importer import ImportReport, LogOutcome
     from inspect_mlflow._mapping import CompiledMapping, MappingError, MappingInvalid, load_mapping
-    from inspect_mlflow._replay import FileResult, replay
     from inspect_mlflow.tracking import ConfigurationError, MlflowTrackingHook
 
 

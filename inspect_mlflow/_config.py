@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from inspect_mlflow._paths import default_spool_dir
+
 KNOWN_PROVIDERS: tuple[str, ...] = (
     "openai",
     "anthropic",
@@ -91,7 +93,7 @@ class Settings:
     """Tables and artifacts on/off."""
     autolog_enabled: bool = False
     """Provider autolog: off unless asked for, since Inspect's own model calls are already
-    LLM spans of the sample traces (see :mod:`inspect_mlflow._autolog`)."""
+    LLM spans of the sample traces (see :mod:`inspect_mlflow._delivery.autolog`)."""
     autolog_providers: tuple[str, ...] = DEFAULT_PROVIDERS
     mapping_path: Path | None = None
     """A user mapping file; None means the built-in default."""
@@ -226,8 +228,6 @@ def _spool_dir(env: Mapping[str, str]) -> Path | None:
 
 def resolve_spool_dir(env: Mapping[str, str] | None = None) -> Path:
     """The spool directory: ``INSPECT_MLFLOW_SPOOL_DIR``, else the per-user default."""
-    from inspect_mlflow._writer.spool import default_spool_dir
-
     env = os.environ if env is None else env
     return _spool_dir(env) or default_spool_dir(env)
 

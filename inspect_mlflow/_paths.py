@@ -1,4 +1,4 @@
-"""Where the package's data files are: the built-in mapping and the mapping schema.
+"""Where the package's files are: the built-in mapping, the mapping schema, the spool.
 
 ``mappings/`` and ``schema/`` live at the top of the repository; the wheel carries copies
 under ``inspect_mlflow/_data/`` (see ``pyproject.toml``). A checkout (editable install,
@@ -8,9 +8,12 @@ installed wheel uses its own copies.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["data_root", "default_mapping_path", "schema_path"]
+__all__ = ["data_root", "default_mapping_path", "default_spool_dir", "schema_path"]
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -36,3 +39,21 @@ def default_mapping_path() -> Path:
 def schema_path() -> Path:
     """Path of the mapping JSON Schema, ``schema/mapping.schema.json``."""
     return data_root() / "schema" / "mapping.schema.json"
+
+
+def default_spool_dir(env: Mapping[str, str] | None = None) -> Path:
+    r"""The per-user cache directory for spool files (``INSPECT_MLFLOW_SPOOL_DIR`` overrides).
+
+    Linux and other POSIX: ``$XDG_CACHE_HOME/inspect-mlflow/spool`` (``~/.cache`` when
+    unset); macOS: ``~/Library/Caches/inspect-mlflow/spool``; Windows:
+    ``%LOCALAPPDATA%\inspect-mlflow\Cache\spool``.
+    """
+    env = os.environ if env is None else env
+    if sys.platform == "win32":  # pragma: no cover - not exercised in CI
+        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "inspect-mlflow" / "Cache" / "spool"
+    if sys.platform == "darwin":  # pragma: no cover - not exercised in CI
+        return Path.home() / "Library" / "Caches" / "inspect-mlflow" / "spool"
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "inspect-mlflow" / "spool"

@@ -19,7 +19,7 @@ says which run the task logged to and how to open it.
 from __future__ import annotations
 
 from inspect_mlflow._config import Settings, SettingsError, load_settings
-from inspect_mlflow._hook import ConfigurationError, MlflowTrackingHook
+from inspect_mlflow._inspect.hook import ConfigurationError, MlflowTrackingHook
 
 __all__ = [
     "ConfigurationError",

@@ -20,7 +20,7 @@ from inspect_ai import eval as inspect_eval
 from inspect_ai.log import read_eval_log
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 
-from inspect_mlflow._demo import demo_model, demo_task
+from inspect_mlflow._commands.demo import demo_model, demo_task
 
 
 @contextlib.contextmanager
@@ -54,6 +54,7 @@ def child_env(store: Any, **extra: str) -> dict[str, str]:
     for name in ("INSPECT_MLFLOW_TRACKING_URI", "INSPECT_MLFLOW_DELIVERY"):
         values.pop(name, None)
     return values
+
 
 def new_experiment_name(prefix: str = "e2e") -> str:
     """A unique experiment name so tests sharing one store never see each other's runs."""
@@ -99,7 +100,7 @@ def failing_task(fail_ids: set[int], samples: int = 5, name: str = "flaky_additi
 
 def demo_task_with(first: Any, samples: int, name: str) -> Task:
     """The demo task (one tool call, two scorers) with ``first`` as its first solver."""
-    from inspect_mlflow._demo import add_tool
+    from inspect_mlflow._commands.demo import add_tool
 
     base = demo_task(samples, name=name)
     return Task(

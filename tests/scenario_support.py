@@ -22,8 +22,8 @@ from inspect_ai.log import EvalLog
 from inspect_ai.model import ModelOutput, ModelUsage
 from mlflow import MlflowClient
 
-from inspect_mlflow._demo import DEMO_MODEL
-from inspect_mlflow._where import WHERE_LOGGER
+from inspect_mlflow._commands.demo import DEMO_MODEL
+from inspect_mlflow._inspect.where import WHERE_LOGGER
 
 
 @dataclass

@@ -247,7 +247,7 @@ _CHILD = textwrap.dedent(
     """
     import json, sys
     from inspect_ai import eval
-    from inspect_mlflow._demo import demo_model, demo_task
+    from inspect_mlflow._commands.demo import demo_model, demo_task
 
     [log] = eval(
         demo_task({samples}, name={name!r}),

@@ -31,7 +31,7 @@ def api_doc() -> ModuleType:
 def test_the_documented_tracking_module_names_the_hook_inspect_registers() -> None:
     from inspect_ai.hooks._hooks import get_all_hooks
 
-    from inspect_mlflow._registry import mlflow_tracking
+    from inspect_mlflow._inspect.registry import mlflow_tracking
     from inspect_mlflow.tracking import (
         ConfigurationError,
         MlflowTrackingHook,
@@ -49,7 +49,7 @@ def test_the_documented_tracking_module_names_the_hook_inspect_registers() -> No
 
 def test_the_package_re_exports_the_api() -> None:
     import inspect_mlflow
-    from inspect_mlflow._compare import compare_runs, compare_scores
+    from inspect_mlflow._commands.compare import compare_runs, compare_scores
     from inspect_mlflow._mapping import MappingInvalid, load_mapping
     from inspect_mlflow.tracking import MlflowTrackingHook
 
@@ -100,14 +100,12 @@ def test_a_missing_docstring_is_caught() -> None:
 def test_importing_the_api_imports_neither_mlflow_nor_the_hook() -> None:
     code = (
         "import sys, inspect_mlflow\n"
-        "assert 'inspect_mlflow._hook' not in sys.modules, 'the facade imported the hook'\n"
-        "import inspect_mlflow.tracking, inspect_mlflow._registry\n"
+        "assert 'inspect_mlflow._inspect.hook' not in sys.modules, 'the facade imported the hook'\n"
+        "import inspect_mlflow.tracking, inspect_mlflow._inspect.registry\n"
         "inspect_mlflow.load_settings, inspect_mlflow.MlflowTrackingHook\n"
         "print('mlflow' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
 
@@ -118,7 +116,7 @@ def test_import_logs_imports_a_log_as_the_command_does(sqlite_store: Any, tmp_pa
     from mlflow import MlflowClient
 
     import inspect_mlflow
-    from inspect_mlflow._demo import demo_model, demo_task
+    from inspect_mlflow._commands.demo import demo_model, demo_task
 
     with env(MLFLOW_TRACKING_URI=None, INSPECT_MLFLOW_TRACKING_URI=None):
         inspect_eval(demo_task(2), model=demo_model(), log_dir=str(tmp_path), display="none")

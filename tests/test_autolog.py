@@ -20,8 +20,8 @@ from e2e_support import new_experiment_name, run_logged
 from inspect_ai import Task
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 
-from inspect_mlflow import _autolog
-from inspect_mlflow._demo import add_tool, demo_task
+from inspect_mlflow._commands.demo import add_tool, demo_task
+from inspect_mlflow._delivery import autolog as _autolog
 
 pytestmark = [
     pytest.mark.e2e,

@@ -25,7 +25,7 @@ import pytest
 from e2e_support import failing_task, new_experiment_name, run_logged
 from mlflow_server import MlflowServer
 
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.demo import demo_task
 
 pytestmark = [pytest.mark.server, pytest.mark.browser, pytest.mark.e2e]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inspect_mlflow import _cli
-from inspect_mlflow._cli import main
+from inspect_mlflow._commands import cli as _cli
+from inspect_mlflow._commands.cli import main
 from inspect_mlflow._mapping import load_mapping, load_mapping_text
 from inspect_mlflow._paths import default_mapping_path
 
@@ -134,7 +134,9 @@ def test_usage(capsys: pytest.CaptureFixture[str]) -> None:
 
 def _console_script() -> list[str]:
     script = Path(sys.executable).parent / "inspect-mlflow"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "inspect_mlflow._cli"]
+    return (
+        [str(script)] if script.exists() else [sys.executable, "-m", "inspect_mlflow._commands.cli"]
+    )
 
 
 def test_console_script_from_another_directory(tmp_path: Path) -> None:

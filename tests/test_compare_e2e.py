@@ -18,9 +18,9 @@ from e2e_support import download_json, failing_task, run_logged
 from inspect_ai.model import ModelOutput, ModelUsage, get_model
 from mlflow import MlflowClient
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._compare import compare_runs, compare_scores
-from inspect_mlflow._demo import DEMO_MODEL, demo_task
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.compare import compare_runs, compare_scores
+from inspect_mlflow._commands.demo import DEMO_MODEL, demo_task
 
 
 def _off_by_one_on_threes(input: list[Any], tools: Any, tool_choice: Any, config: Any) -> Any:
@@ -220,7 +220,7 @@ def test_several_epoch_reducers_give_a_row_each(sqlite_store: Any) -> None:
 
 
 def test_summary_keys_name_the_other_reducers() -> None:
-    from inspect_mlflow._compare.sources import reducers_from_metrics
+    from inspect_mlflow._commands.compare.sources import reducers_from_metrics
 
     metrics = {"match/accuracy": 1.0, "match/max/accuracy": 1.0, "match/pass_at_2/stderr": 0}
     metrics |= {"usage/mockllm/model/input_tokens": 3, "match/not_a_reducer/x": 1}

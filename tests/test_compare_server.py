@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from e2e_support import env, failing_task, run_logged
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._compare import compare_runs
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.compare import compare_runs
+from inspect_mlflow._commands.demo import demo_task
 
 
 def _wait_for_scored_traces(store: Any, eval_id: str, count: int) -> None:

@@ -13,8 +13,8 @@ import statistics
 import pytest
 from scipy import stats
 
-from inspect_mlflow._compare import compare_scores, holm
-from inspect_mlflow._compare.stats import paired_bootstrap, reduce_epochs
+from inspect_mlflow._commands.compare import compare_scores, holm
+from inspect_mlflow._commands.compare.stats import paired_bootstrap, reduce_epochs
 
 T_975_9 = 2.2621571628  # t table: 97.5 % quantile, 9 degrees of freedom
 T_80_9 = 0.8834038596  # 80 % quantile, 9 degrees of freedom

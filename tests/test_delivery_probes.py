@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent(
     """
     import collections, importlib.util, json, sys
     from mlflow.tracking.request_header.registry import resolve_request_headers
-    from inspect_mlflow._delivery import ENVIRONMENT_PROBES, mark_absent_probes
+    from inspect_mlflow._delivery.process import ENVIRONMENT_PROBES, mark_absent_probes
 
     searched = collections.Counter()
 

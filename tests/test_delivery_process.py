@@ -21,15 +21,15 @@ from inspect_ai import Task
 from inspect_ai.scorer import includes, match
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 
-from inspect_mlflow import _remote
-from inspect_mlflow._demo import add_tool, demo_task
+from inspect_mlflow._commands.demo import add_tool, demo_task
+from inspect_mlflow._delivery import remote as _remote
 
 pytestmark = pytest.mark.e2e
 
 _EVAL_IN_A_FRESH_PROCESS = r"""
 import sys
 from inspect_ai import eval
-from inspect_mlflow._demo import demo_model, demo_task
+from inspect_mlflow._commands.demo import demo_model, demo_task
 
 logs = eval(demo_task(6, name="fresh"), model=demo_model(), log_dir=sys.argv[1], display="none")
 print("status:", logs[0].status)
@@ -104,7 +104,7 @@ def test_a_delivery_process_that_cannot_start_falls_back_to_this_process(
 def _hook_session() -> Any:
     from inspect_ai.hooks._hooks import get_all_hooks
 
-    from inspect_mlflow._hook import MlflowTrackingHook
+    from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
     hook = next(h for h in get_all_hooks() if isinstance(h, MlflowTrackingHook))
     return hook._session
@@ -194,7 +194,7 @@ def test_the_delivery_process_starts_when_the_hook_is_enabled_before_any_point(
 
     from e2e_support import env
 
-    from inspect_mlflow._hook import MlflowTrackingHook
+    from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
     hook = MlflowTrackingHook()
     with env(MLFLOW_TRACKING_URI=sqlite_store.tracking_uri, INSPECT_MLFLOW_DELIVERY=None):
@@ -206,7 +206,7 @@ def test_the_delivery_process_starts_when_the_hook_is_enabled_before_any_point(
     assert process is not None and not process.gone
     assert hook._session is None, "no session before the first lifecycle point"
     assert process._popen.poll() is None, "running, waiting for its first session"
-    assert "inspect_mlflow._delivery" in process._popen.args
+    assert "inspect_mlflow._delivery.process" in process._popen.args
 
 
 def test_a_ctrl_c_at_the_terminal_does_not_reach_the_delivery_process(
@@ -235,7 +235,7 @@ import asyncio, os, signal, sys
 from inspect_ai import Task, eval
 from inspect_ai.scorer import includes, match
 from inspect_ai.solver import generate, solver, use_tools
-from inspect_mlflow._demo import add_tool, demo_model, demo_task
+from inspect_mlflow._commands.demo import add_tool, demo_model, demo_task
 
 @solver
 def die_at_4():
@@ -306,8 +306,8 @@ def test_a_run_state_read_that_hangs_or_fails_is_bounded_and_said_once(
     import io
     import time
 
-    from inspect_mlflow._delivery import DeliveryProcess
-    from inspect_mlflow._wire import Channel
+    from inspect_mlflow._delivery.process import DeliveryProcess
+    from inspect_mlflow._delivery.wire import Channel
 
     delivery = DeliveryProcess(Channel(io.BytesIO()), Channel(io.BytesIO()))
     try:
@@ -329,7 +329,7 @@ def test_a_run_state_read_that_hangs_or_fails_is_bounded_and_said_once(
 _TASK_FILE = """
 from inspect_ai import Task, task
 
-from inspect_mlflow._demo import demo_model, demo_task
+from inspect_mlflow._commands.demo import demo_model, demo_task
 
 
 @task

@@ -17,12 +17,12 @@ from e2e_support import env
 from inspect_ai import eval as inspect_eval
 from inspect_ai.log import read_eval_log, write_eval_log
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._demo import demo_model, demo_task
-from inspect_mlflow._dryrun import dry_run
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.demo import demo_model, demo_task
+from inspect_mlflow._commands.dryrun import dry_run
+from inspect_mlflow._inspect.payload_fields import field_typos
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._paths import default_mapping_path
-from inspect_mlflow._payload_fields import field_typos
 
 SAMPLES = 3
 
@@ -345,7 +345,7 @@ def test_fields_are_checked_against_inspects_types(
     text = (
         "version: 1\ncounters: [sample]\nruns:\n  task:\n    open: task_start\n"
         "    close: task_end\n    key: eval_id\n    status: \"'FINISHED'\"\n"
-        f"rules:\n  {point}:\n    - run: task\n      tags:\n        t: \"{expression}\"\n"
+        f'rules:\n  {point}:\n    - run: task\n      tags:\n        t: "{expression}"\n'
     )
     path = tmp_path / "m.yaml"
     path.write_text(text)

@@ -27,7 +27,7 @@ import pytest
 from e2e_support import child_env, download_json, runs_by_name
 from inspect_ai.log import list_eval_logs, read_eval_log
 
-from inspect_mlflow._signals import TerminationGuard
+from inspect_mlflow._inspect.signals import TerminationGuard
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ else:
 import anyio
 from inspect_ai import eval
 from inspect_ai.model import ChatMessageTool, get_model
-from inspect_mlflow._demo import DEMO_MODEL, answer, demo_task
+from inspect_mlflow._commands.demo import DEMO_MODEL, answer, demo_task
 
 
 async def slow(input, tools, tool_choice, config):
@@ -65,7 +65,7 @@ _TASK_FILE = r"""
 import anyio
 from inspect_ai import Task, task
 from inspect_ai.model import ChatMessageTool, get_model
-from inspect_mlflow._demo import DEMO_MODEL, answer, demo_task
+from inspect_mlflow._commands.demo import DEMO_MODEL, answer, demo_task
 
 
 async def slow(input, tools, tool_choice, config):

@@ -20,7 +20,7 @@ from e2e_support import (
 )
 from mlflow import MlflowClient
 
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.demo import demo_task
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from e2e_support import failing_task
 from inspect_ai.log import read_eval_log
 from scenario_support import Scenario, run_scenario
 
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.demo import demo_task
 
 
 def _ms(iso: str | None) -> int:
@@ -167,7 +167,7 @@ def test_imported_runs_look_the_same(two_tasks: Scenario) -> None:
     import io
     import os
 
-    from inspect_mlflow._cli import main
+    from inspect_mlflow._commands.cli import main
 
     experiment = f"{two_tasks.experiment}-imported"
     cwd = os.getcwd()

@@ -36,7 +36,7 @@ from inspect_ai.scorer import Metric, SampleScore, includes, match, metric
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 from mlflow import MlflowClient
 
-from inspect_mlflow._demo import add_tool, demo_model, demo_task
+from inspect_mlflow._commands.demo import add_tool, demo_model, demo_task
 
 pytestmark = pytest.mark.e2e
 

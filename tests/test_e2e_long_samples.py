@@ -31,10 +31,10 @@ from inspect_ai.scorer import includes, match
 from inspect_ai.solver import generate, use_tools
 from scenario_support import Scenario, mock_output, run_scenario
 
-from inspect_mlflow import _remote
-from inspect_mlflow._demo import DEMO_MODEL, add_tool, answer, demo_task
-from inspect_mlflow._runtime.operations import LogTrace, SpanData
-from inspect_mlflow._runtime.values import MAX_CELL_CHARS, MAX_RECORD_CHARS
+from inspect_mlflow._commands.demo import DEMO_MODEL, add_tool, answer, demo_task
+from inspect_mlflow._delivery import remote as _remote
+from inspect_mlflow._engine.values import MAX_CELL_CHARS, MAX_RECORD_CHARS
+from inspect_mlflow._operations import LogTrace, SpanData
 from inspect_mlflow._writer.traces import DROPPED_SPANS, build_trace, span_id_for
 
 pytestmark = pytest.mark.e2e
@@ -244,7 +244,7 @@ def test_records_are_fitted_to_their_own_limit(huge_answer: Scenario) -> None:
 def test_the_dry_run_flags_cells_cut_inside_objects(
     huge_answer: Scenario, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from inspect_mlflow._cli import main
+    from inspect_mlflow._commands.cli import main
 
     assert main(["check", "--log", huge_answer.logs[0].location, "--format", "json"]) == 1
     report = json.loads(capsys.readouterr().out)["mappings"][0]["dry_run"]
@@ -302,7 +302,7 @@ def test_a_busy_http_eval_never_fills_the_connection_pool(
 
 
 def test_concurrent_requests_fit_mlflows_connection_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    from inspect_mlflow._delivery import size_http_pool
+    from inspect_mlflow._delivery.process import size_http_pool
     from inspect_mlflow._writer.mlflow_sink import POOL_HEADROOM, parallel_requests
 
     monkeypatch.delenv("MLFLOW_HTTP_POOL_MAXSIZE", raising=False)
@@ -320,7 +320,7 @@ def test_concurrent_requests_fit_mlflows_connection_pool(monkeypatch: pytest.Mon
 
 
 def test_fit_json_cuts_the_longest_strings_inside_objects_and_keeps_the_rest() -> None:
-    from inspect_mlflow._runtime.values import MIN_NESTED_CHARS, fit_json
+    from inspect_mlflow._engine.values import MIN_NESTED_CHARS, fit_json
 
     value = {
         "a": {"answer": "x" * 200_000, "explanation": "y" * 200_000},

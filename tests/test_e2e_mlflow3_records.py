@@ -29,10 +29,10 @@ from inspect_ai.solver import generate
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from inspect_mlflow._cli import main
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._mapping import load_mapping
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     DatasetData,
     LogInputs,
     LogMetrics,
@@ -91,9 +91,7 @@ def _in_dir(path: Path) -> Any:
         os.chdir(cwd)
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("server", marks=pytest.mark.server)]
-)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("server", marks=pytest.mark.server)])
 def records(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -187,9 +185,7 @@ def _check_experiment(uri: str, name: str, evals: int) -> None:
         for trace in traces:
             assert trace.info.trace_metadata.get("mlflow.modelId") == model.model_id
     # The same data gives the same digest in every eval and for both models.
-    digests = {
-        client.get_run(r.info.run_id).inputs.dataset_inputs[0].dataset.digest for r in runs
-    }
+    digests = {client.get_run(r.info.run_id).inputs.dataset_inputs[0].dataset.digest for r in runs}
     assert len(digests) == 1, digests
     # A model's accuracy differs between the models: its points are its own.
     accuracy = {
@@ -423,7 +419,7 @@ def test_the_grader_is_not_an_evaluated_model(records: dict[str, Any]) -> None:
 
 
 def test_the_sink_creates_a_model_once_and_a_later_sink_finds_it(sqlite_store: Any) -> None:
-    from inspect_mlflow._runtime.operations import CloseRun, OpenRun
+    from inspect_mlflow._operations import CloseRun, OpenRun
 
     model = ModelData("openai/gpt-4o", "openai_gpt-4o", {"inspect.model": "openai/gpt-4o"})
     dataset = DatasetData("qa", "d1", source='{"uri": "qa.jsonl"}', context="eval")

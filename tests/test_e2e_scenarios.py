@@ -39,8 +39,8 @@ from scenario_support import (
     sample_uuids,
 )
 
-from inspect_mlflow._demo import DEMO_MODEL, add_tool, answer, demo_model, demo_task
-from inspect_mlflow._hook import MlflowTrackingHook
+from inspect_mlflow._commands.demo import DEMO_MODEL, add_tool, answer, demo_model, demo_task
+from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,7 @@ import pytest
 from e2e_support import eval_events
 from scenario_support import Scenario, run_scenario
 
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.demo import demo_task
 
 pytestmark = [pytest.mark.e2e, pytest.mark.server]
 

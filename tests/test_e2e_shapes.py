@@ -29,8 +29,8 @@ from inspect_ai.scorer import Score, Target, match, mean, scorer
 from inspect_ai.solver import TaskState, generate, use_tools
 from scenario_support import Scenario, run_scenario
 
-from inspect_mlflow._demo import add_tool
-from inspect_mlflow._runtime.engine import _UNKNOWN, _Points
+from inspect_mlflow._commands.demo import add_tool
+from inspect_mlflow._engine.engine import _UNKNOWN, _Points
 
 pytestmark = pytest.mark.e2e
 

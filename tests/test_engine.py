@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import convert
 from inspect_mlflow._mapping import load_mapping_text
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
@@ -20,7 +21,6 @@ from inspect_mlflow._runtime.operations import (
     OpenRun,
     SetTags,
 )
-from inspect_mlflow._runtime.views import convert
 
 RUNS = """
 version: 1

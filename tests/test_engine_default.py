@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from payloads import EPOCHS, MODEL_NAME, SAMPLES, TASK_ARGS, Recording, record_scenario
 
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping import load_mapping, load_mapping_text
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
@@ -27,7 +28,6 @@ from inspect_mlflow._runtime.operations import (
     LogTrace,
     OpenRun,
 )
-from inspect_mlflow._runtime.views import context
 
 NOW = 1_750_000_000.0
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._mapping import MappingInvalid, load_mapping_text
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import CloseRun, LogTrace, OpenRun
+from inspect_mlflow._operations import CloseRun, LogTrace, OpenRun
 
 MAPPING = """
 version: 1

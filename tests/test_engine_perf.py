@@ -17,9 +17,9 @@ from typing import Any
 import pydantic
 from payloads import record_scenario
 
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping import load_mapping
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.views import context
 
 REPEATS = 20
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from inspect_mlflow._runtime.values import (
+from inspect_mlflow._engine.values import (
     REDACTED,
     Rejected,
     is_credential_key,
@@ -16,7 +16,7 @@ from inspect_mlflow._runtime.values import (
     step_value,
     text_value,
 )
-from inspect_mlflow._runtime.views import convert
+from inspect_mlflow._engine.views import convert
 
 
 @pytest.mark.parametrize(

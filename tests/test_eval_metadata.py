@@ -18,8 +18,8 @@ from inspect_ai import Task
 from inspect_ai.log import read_eval_log
 from mlflow import MlflowClient
 
-from inspect_mlflow._demo import demo_task
-from inspect_mlflow._eval_metadata import LINK_KEY, eval_settings
+from inspect_mlflow._commands.demo import demo_task
+from inspect_mlflow._inspect.eval_metadata import LINK_KEY, eval_settings
 
 # -- parsing --------------------------------------------------------------------------
 

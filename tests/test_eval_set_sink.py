@@ -11,7 +11,7 @@ import json
 import uuid
 from pathlib import Path
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     RUN_STATE_PATH,
     AppendRows,
     CloseRun,

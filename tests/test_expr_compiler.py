@@ -17,10 +17,10 @@ import pytest
 from payloads import record_scenario
 from test_engine_default import replay
 
+from inspect_mlflow._engine.expr_compiler import ExprCompiler, _field_names
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import Expr
-from inspect_mlflow._runtime.expr_compiler import ExprCompiler, _field_names
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 

@@ -26,7 +26,7 @@ from contract_support import Chaos, assert_matches_log, slow_task
 from e2e_support import new_experiment_name, run_logged
 from mlflow_server import MlflowServer, start_mlflow_server
 
-from inspect_mlflow._cli import main
+from inspect_mlflow._commands.cli import main
 from inspect_mlflow._writer.spool import list_spool_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.server]

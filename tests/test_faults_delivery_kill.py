@@ -22,7 +22,7 @@ from faults_support import captured_logs
 from inspect_ai import Task
 from inspect_ai.solver import Generate, TaskState, solver
 
-from inspect_mlflow import _remote
+from inspect_mlflow._delivery import remote as _remote
 from inspect_mlflow._writer.spool import list_spool_files
 
 pytestmark = [pytest.mark.e2e]
@@ -35,7 +35,7 @@ DELAY = 0.5
 def _hook_session() -> Any:
     from inspect_ai.hooks._hooks import get_all_hooks
 
-    from inspect_mlflow._hook import MlflowTrackingHook
+    from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
     hook = next(h for h in get_all_hooks() if isinstance(h, MlflowTrackingHook))
     return hook._session

@@ -19,8 +19,8 @@ from e2e_support import new_experiment_name, run_logged
 from faults_support import assert_landed_exactly, captured_logs, recorded_emits
 from mlflow_server import free_port, start_mlflow_server
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.demo import demo_task
 from inspect_mlflow._writer.spool import list_spool_files, read_spool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.server]
@@ -113,7 +113,7 @@ def test_replay_lands_everything_exactly_once_and_twice_changes_nothing(down, ca
 
 
 def test_replay_with_the_server_still_down_keeps_the_file(tmp_path: Path, capsys):
-    from inspect_mlflow._runtime.operations import OpenRun
+    from inspect_mlflow._operations import OpenRun
     from inspect_mlflow._writer.spool import SpoolWriter
 
     uri = f"http://127.0.0.1:{free_port()}"

@@ -22,8 +22,8 @@ from inspect_ai import Task
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 from mlflow_server import start_mlflow_server
 
-from inspect_mlflow._demo import add_tool, demo_task
-from inspect_mlflow._hook import MlflowTrackingHook
+from inspect_mlflow._commands.demo import add_tool, demo_task
+from inspect_mlflow._inspect.hook import MlflowTrackingHook
 from inspect_mlflow._writer.spool import list_spool_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.server]

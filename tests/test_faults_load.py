@@ -19,8 +19,8 @@ import pytest
 from e2e_support import download_json, new_experiment_name, run_logged
 from faults_support import assert_landed_exactly, recorded_emits, runs_by_key
 
-from inspect_mlflow._demo import demo_task
-from inspect_mlflow._runtime.operations import AppendRows, OpenRun, Operation
+from inspect_mlflow._commands.demo import demo_task
+from inspect_mlflow._operations import AppendRows, OpenRun, Operation
 from inspect_mlflow._writer.spool import decode_op, list_spool_files
 
 pytestmark = [pytest.mark.e2e]
@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from e2e_support import run_logged
     from faults_support import recorded_emits
-    from inspect_mlflow._demo import demo_task
+    from inspect_mlflow._commands.demo import demo_task
     from inspect_mlflow._writer.spool import encode_op
 
     with recorded_emits() as ops:

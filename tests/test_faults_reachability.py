@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from mlflow_server import free_port
 
-from inspect_mlflow._runtime.operations import Operation, SetTags
+from inspect_mlflow._operations import Operation, SetTags
 from inspect_mlflow._writer.reachability import ProbingSink, Reachability, ServerUnreachable
 from inspect_mlflow._writer.sink import MemorySink, SinkError
 from inspect_mlflow._writer.writer import BackgroundWriter

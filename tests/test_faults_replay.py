@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from faults_support import assert_landed_exactly, runs_by_key
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._replay import order_for_replay, replay_file
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.replay import order_for_replay, replay_file
+from inspect_mlflow._operations import (
     AppendRows,
     CloseRun,
     FeedbackData,

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from contract_support import slow_task
     from inspect_ai import eval as inspect_eval
-    from inspect_mlflow._demo import demo_model
+    from inspect_mlflow._commands.demo import demo_model
 
     [log] = inspect_eval(
         slow_task({samples}, 0.2, name=sys.argv[1]),

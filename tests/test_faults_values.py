@@ -18,7 +18,7 @@ import pytest
 from e2e_support import new_experiment_name, run_logged
 from faults_support import captured_logs
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     CloseRun,
     LogMetrics,
     LogParams,
@@ -128,7 +128,7 @@ def _task() -> Any:
     from inspect_ai.scorer import Score, Target, mean, scorer
     from inspect_ai.solver import TaskState, generate, use_tools
 
-    from inspect_mlflow._demo import add_tool
+    from inspect_mlflow._commands.demo import add_tool
 
     @scorer(metrics=[mean()])
     def odd_numbers() -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from inspect_mlflow._runtime.operations import AppendRows, CloseRun, Operation, SetTags
+from inspect_mlflow._operations import AppendRows, CloseRun, Operation, SetTags
 from inspect_mlflow._writer.sink import MemorySink, SinkError
 from inspect_mlflow._writer.spool import SpoolWriter, read_spool
 from inspect_mlflow._writer.undelivered import Undelivered

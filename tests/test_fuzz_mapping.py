@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inspect_mlflow._cli import main
+from inspect_mlflow._commands.cli import main
 from inspect_mlflow._mapping import MappingInvalid, load_mapping_text
 from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
 from inspect_mlflow._paths import data_root, default_mapping_path

@@ -16,11 +16,11 @@ import jmespath
 import pytest
 from inspect_ai.model import ModelOutput, ModelUsage
 
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import MISSING, convert
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import Expr, Where
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.views import _MISSING, convert
 
 
 def expr(text: str) -> Expr:
@@ -59,7 +59,7 @@ def test_plain_paths_read_what_jmespath_reads(doc: dict[str, Any]) -> None:
     for text in PATHS:
         compiled = expr(text)
         fast = engine._search(compiled, doc)
-        assert fast is not _MISSING
+        assert fast is not MISSING
         assert fast == compiled.search(doc), text
 
 
@@ -67,7 +67,7 @@ def test_plain_paths_read_what_jmespath_reads(doc: dict[str, Any]) -> None:
 
 
 def _trace(key: str, bad: bool = False) -> Any:
-    from inspect_mlflow._runtime.operations import FeedbackData, LogTrace, SpanData
+    from inspect_mlflow._operations import FeedbackData, LogTrace, SpanData
 
     t0 = time.time_ns() - 10**9
     source = "NOT_A_SOURCE" if bad else "CODE"
@@ -146,7 +146,7 @@ def test_local_stores_are_written_one_request_at_a_time() -> None:
 
 
 def test_worker_runs_jobs_in_order_off_the_submitting_thread() -> None:
-    from inspect_mlflow._worker import SerialWorker
+    from inspect_mlflow._delivery.worker import SerialWorker
 
     seen: list[tuple[int, str]] = []
     gate = threading.Event()
@@ -170,7 +170,7 @@ def test_worker_runs_jobs_in_order_off_the_submitting_thread() -> None:
 
 
 def test_a_full_worker_queue_runs_the_job_inline_after_the_earlier_ones() -> None:
-    from inspect_mlflow._worker import SerialWorker
+    from inspect_mlflow._delivery.worker import SerialWorker
 
     seen: list[int] = []
     release = threading.Event()
@@ -192,7 +192,7 @@ def test_a_full_worker_queue_runs_the_job_inline_after_the_earlier_ones() -> Non
 
 
 def test_a_failing_job_is_logged_and_the_worker_goes_on(caplog: Any) -> None:
-    from inspect_mlflow._worker import SerialWorker
+    from inspect_mlflow._delivery.worker import SerialWorker
 
     seen: list[int] = []
 
@@ -241,7 +241,7 @@ def test_a_runs_documents_and_tables_upload_side_by_side_at_close(
 ) -> None:
     import json
 
-    from inspect_mlflow._runtime.operations import AppendRows, CloseRun, LogArtifact, OpenRun
+    from inspect_mlflow._operations import AppendRows, CloseRun, LogArtifact, OpenRun
     from inspect_mlflow._writer.mlflow_sink import LOGGED_ARTIFACTS_TAG
 
     sink = server_store.sink()
@@ -297,7 +297,7 @@ class Gate(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Gate())
 from inspect_ai.hooks import RunStart
 
-from inspect_mlflow._hook import MlflowTrackingHook
+from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
 hook = MlflowTrackingHook()
 assert hook.enabled()

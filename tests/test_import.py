@@ -24,9 +24,9 @@ from mlflow import MlflowClient
 from mlflow.tracing.client import TracingClient
 from rich.console import Console
 
-from inspect_mlflow._cli import build_parser, main
-from inspect_mlflow._demo import demo_task
-from inspect_mlflow._importer import run_import_command
+from inspect_mlflow._commands.cli import build_parser, main
+from inspect_mlflow._commands.demo import demo_task
+from inspect_mlflow._commands.importer import run_import_command
 from inspect_mlflow._writer.mlflow_sink import MlflowSink
 
 pytestmark = pytest.mark.e2e

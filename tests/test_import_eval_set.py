@@ -25,8 +25,8 @@ from inspect_ai import Task, eval_set
 from inspect_ai.solver import Generate, TaskState, generate, solver, use_tools
 from mlflow import MlflowClient
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._demo import add_tool, demo_model, demo_task
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.demo import add_tool, demo_model, demo_task
 from inspect_mlflow._writer.mlflow_sink import RUN_KEY_TAG
 
 pytestmark = pytest.mark.e2e

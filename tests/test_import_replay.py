@@ -15,17 +15,17 @@ import pytest
 from inspect_ai import hooks as inspect_hooks
 from payloads import record_scenario
 
-from inspect_mlflow._importer import (
+from inspect_mlflow._commands.importer import (
     Replayed,
     read_header,
     run_end_point,
     run_start_point,
     task_points,
 )
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping import load_mapping
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import LogMetrics, LogTrace, OpenRun
-from inspect_mlflow._runtime.views import context
+from inspect_mlflow._operations import LogMetrics, LogTrace, OpenRun
 
 SAMPLE_POINTS = (
     "sample_init",

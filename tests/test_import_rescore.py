@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 from mlflow.tracing.client import TracingClient
 from test_import import in_dir, run_cli
 
-from inspect_mlflow._demo import demo_task
+from inspect_mlflow._commands.demo import demo_task
 from inspect_mlflow._mapping.functions import MappingFunctions
 
 pytestmark = pytest.mark.e2e

@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent(
         return sorted(times)[len(times) // 2]
 
     before = median_ms()
-    from inspect_mlflow._quickack import enable_quick_acks
+    from inspect_mlflow._writer.quickack import enable_quick_acks
     enabled = [enable_quick_acks(), enable_quick_acks()]
     after = median_ms()
     from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -79,7 +79,7 @@ def test_a_split_reply_on_a_kept_alive_connection_is_not_held_for_the_delayed_ac
 def test_without_the_option_nothing_is_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
     from urllib3.connection import HTTPConnection
 
-    from inspect_mlflow._quickack import enable_quick_acks
+    from inspect_mlflow._writer.quickack import enable_quick_acks
 
     original = HTTPConnection.getresponse
     monkeypatch.delattr(socket, "TCP_QUICKACK")
@@ -91,7 +91,7 @@ def test_the_delivery_process_turns_quick_acks_on() -> None:
     script = (
         "from urllib3.connection import HTTPConnection\n"
         "before = HTTPConnection.getresponse\n"
-        "from inspect_mlflow._delivery import prepare_http\n"
+        "from inspect_mlflow._delivery.process import prepare_http\n"
         "prepare_http()\n"
         "print(HTTPConnection.getresponse is not before, "
         "HTTPConnection.getresponse.__wrapped__ is before)\n"

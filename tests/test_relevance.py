@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
+from inspect_mlflow._engine.relevance import PointFilter
 from inspect_mlflow._mapping import load_mapping, load_mapping_text
-from inspect_mlflow._runtime.relevance import PointFilter
 
 RUNS = """
 version: 1

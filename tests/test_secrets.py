@@ -25,8 +25,8 @@ from e2e_support import env, new_experiment_name, run_logged
 from faults_support import captured_logs, recorded_emits
 from mlflow_server import start_mlflow_server
 
-from inspect_mlflow._cli import main
-from inspect_mlflow._demo import answer
+from inspect_mlflow._commands.cli import main
+from inspect_mlflow._commands.demo import answer
 from inspect_mlflow._writer.spool import list_spool_files, read_spool
 
 pytestmark = [pytest.mark.e2e]
@@ -44,7 +44,7 @@ def secret_task(password: str = "") -> Any:
     from inspect_ai.scorer import match
     from inspect_ai.solver import generate, use_tools
 
-    from inspect_mlflow._demo import add_tool
+    from inspect_mlflow._commands.demo import add_tool
 
     @task
     def login_check(password: str = "") -> Task:
@@ -280,8 +280,8 @@ def test_mappings_are_loaded_as_plain_data_never_objects(tmp_path, tag):
 
 
 def test_the_scrubber_masks_values_anywhere_and_reuses_what_is_clean():
-    from inspect_mlflow._runtime.operations import LogParams, LogTrace, SpanData
-    from inspect_mlflow._secrets import Scrubber
+    from inspect_mlflow._delivery.secrets import Scrubber
+    from inspect_mlflow._operations import LogParams, LogTrace, SpanData
 
     scrub = Scrubber([TOKEN, MLFLOW_PASSWORD])
     clean = LogParams("task:a", {"model": "m"})
@@ -302,7 +302,7 @@ def test_the_scrubber_masks_values_anywhere_and_reuses_what_is_clean():
 
 
 def test_the_log_filter_masks_messages_arguments_and_tracebacks(caplog):
-    from inspect_mlflow._secrets import Scrubber, ScrubFilter
+    from inspect_mlflow._delivery.secrets import Scrubber, ScrubFilter
 
     log = logging.getLogger("inspect_mlflow.test_scrub")
     scrub_filter = ScrubFilter(Scrubber([TOKEN]))

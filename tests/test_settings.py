@@ -157,9 +157,7 @@ def test_artifact_switch_newer_name_has_priority(
         ({"INSPECT_MLFLOW_TRACES": "", "MLFLOW_INSPECT_TRACING": "false"}, False),
     ],
 )
-def test_the_pypi_packages_tracing_names_switch_traces(
-    env: dict[str, str], expected: bool
-) -> None:
+def test_the_pypi_packages_tracing_names_switch_traces(env: dict[str, str], expected: bool) -> None:
     # Names of the PyPI `inspect-mlflow` 0.9 (the same import package): an environment
     # set up for it keeps its meaning; ours wins, then its override, then its switch.
     assert settings(**env).traces is expected
@@ -350,7 +348,7 @@ def _run(tmp_path: Path, **extra_env: str) -> tuple[Any, list[Any] | None, BaseE
     """Run a small demo eval logging to a sqlite file in ``tmp_path``."""
     from e2e_support import new_experiment_name, run_logged
 
-    from inspect_mlflow._demo import demo_task
+    from inspect_mlflow._commands.demo import demo_task
 
     experiment = new_experiment_name("settings")
     cwd = os.getcwd()
@@ -396,7 +394,7 @@ def test_settings_read_before_a_run_do_not_stick_to_it(tmp_path: Path) -> None:
     from e2e_support import env
     from inspect_ai.hooks._hooks import get_all_hooks
 
-    from inspect_mlflow._hook import MlflowTrackingHook
+    from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
     [hook] = [h for h in get_all_hooks() if isinstance(h, MlflowTrackingHook)]
     with env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/before.db", INSPECT_MLFLOW_TRACES=None):

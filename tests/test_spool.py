@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     ALL_OPERATIONS,
     AppendRows,
     CloseRun,

@@ -57,4 +57,3 @@ def test_evals_at_once_into_postgres_and_s3_all_land_exactly_once(team_server, t
     stored = team_server.s3.objects()
     assert sum(key.endswith("inspect/samples.json") for key in stored) == PROCESSES
     assert not any((team_server.mlflow.root / "artifacts").iterdir())
-

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from inspect_mlflow._runtime.operations import FeedbackData, LogTrace, SpanData
+from inspect_mlflow._operations import FeedbackData, LogTrace, SpanData
 from inspect_mlflow._writer.mlflow_sink import classify
 from inspect_mlflow._writer.traces import (
     DROPPED_SPANS,

@@ -14,8 +14,7 @@ import pydantic
 import pytest
 from payloads import record_scenario
 
-from inspect_mlflow._mapping.functions import OPTIONS
-from inspect_mlflow._runtime.views import (
+from inspect_mlflow._engine.views import (
     DictView,
     LazyView,
     ModelView,
@@ -26,6 +25,7 @@ from inspect_mlflow._runtime.views import (
     to_json,
     view,
 )
+from inspect_mlflow._mapping.functions import OPTIONS
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from inspect_mlflow._runtime.operations import Operation, SetTags
+from inspect_mlflow._operations import Operation, SetTags
 from inspect_mlflow._writer.sink import MemorySink, Rejection, SinkError
 from inspect_mlflow._writer.writer import (
     THREAD_NAME,

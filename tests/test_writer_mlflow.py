@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
@@ -679,7 +679,7 @@ def test_the_writer_hands_ops_for_an_unreachable_server_to_on_failure(monkeypatc
 def test_a_trace_with_feedback_lands_on_its_run_through_the_real_trace_sender(sqlite_store):
     from mlflow.tracing.client import TracingClient
 
-    from inspect_mlflow._runtime.operations import FeedbackData, SpanData
+    from inspect_mlflow._operations import FeedbackData, SpanData
 
     t = 1_700_000_000_000_000_000
     trace = LogTrace(

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from mlflow_server import free_port
 
-from inspect_mlflow._runtime.operations import SetTags
+from inspect_mlflow._operations import SetTags
 from inspect_mlflow._writer.reachability import (
     PROBE_INTERVAL,
     WRITER_OWNS_RETRIES,

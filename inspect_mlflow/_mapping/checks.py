@@ -23,10 +23,10 @@ from typing import Any
 
 from jmespath import lexer
 
+from inspect_mlflow._keys import is_valid_key, safe_key
 from inspect_mlflow._mapping.errors import DataPath
 from inspect_mlflow._mapping.functions import FUNCTION_TABLE
 from inspect_mlflow._mapping.schema import closest, did_you_mean
-from inspect_mlflow._runtime.keys import is_valid_key, safe_key
 
 __all__ = [
     "RESERVED_NAMES",

@@ -36,8 +36,8 @@ import jmespath
 from jmespath import exceptions
 from jmespath.functions import Functions, signature
 
-from inspect_mlflow._runtime.keys import safe_key as _safe_key
-from inspect_mlflow._runtime.keys import to_text, truncate_text
+from inspect_mlflow._keys import safe_key as _safe_key
+from inspect_mlflow._keys import to_text, truncate_text
 
 __all__ = [
     "FUNCTION_TABLE",

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from inspect_mlflow._runtime.keys import to_text
+from inspect_mlflow._keys import to_text
 
 LIFECYCLE_POINTS: tuple[str, ...] = (
     "eval_set_start",

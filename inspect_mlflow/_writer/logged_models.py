@@ -29,8 +29,8 @@ from typing import Any
 from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 
-from inspect_mlflow._runtime.keys import logged_model_name
-from inspect_mlflow._runtime.operations import ModelData
+from inspect_mlflow._keys import logged_model_name
+from inspect_mlflow._operations import ModelData
 
 __all__ = ["MODEL_ID_METADATA", "MODEL_KEY_TAG", "LoggedModels", "model_key_digest"]
 

@@ -64,7 +64,7 @@ from mlflow.environment_variables import (
 )
 from mlflow.exceptions import MlflowException
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     RUN_STATE_PATH,
     AppendRows,
     CloseRun,
@@ -124,7 +124,7 @@ def parallel_requests() -> tuple[int, int]:
     reads like a failure. Both are sized to fit the pool, with :data:`POOL_HEADROOM`
     connections left for the rest (the lane's span upload, the eval's own MLflow calls
     when delivering from its process). The delivery process enlarges its own pool
-    (:func:`inspect_mlflow._delivery.size_http_pool`) so that it keeps 8 of each.
+    (:func:`inspect_mlflow._delivery.process.size_http_pool`) so that it keeps 8 of each.
 
     Returns:
         ``(start_trace requests, uploads)``, each at least 1.

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from inspect_mlflow._runtime.operations import Operation
+from inspect_mlflow._operations import Operation
 from inspect_mlflow._writer.sink import SinkError
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from inspect_mlflow._runtime.operations import Operation
+from inspect_mlflow._operations import Operation
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     ALL_OPERATIONS,
     AppendRows,
     DatasetData,
@@ -51,6 +50,7 @@ from inspect_mlflow._runtime.operations import (
     Operation,
     SpanData,
 )
+from inspect_mlflow._paths import default_spool_dir
 
 try:  # POSIX only; elsewhere files are not locked.
     import fcntl
@@ -92,24 +92,6 @@ class SpoolError(Exception):
 
 
 # -- where ----------------------------------------------------------------------------
-
-
-def default_spool_dir(env: Mapping[str, str] | None = None) -> Path:
-    r"""The per-user cache directory for spool files (``INSPECT_MLFLOW_SPOOL_DIR`` overrides).
-
-    Linux and other POSIX: ``$XDG_CACHE_HOME/inspect-mlflow/spool`` (``~/.cache`` when
-    unset); macOS: ``~/Library/Caches/inspect-mlflow/spool``; Windows:
-    ``%LOCALAPPDATA%\inspect-mlflow\Cache\spool``.
-    """
-    env = os.environ if env is None else env
-    if sys.platform == "win32":  # pragma: no cover - not exercised in CI
-        base = Path(env.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "inspect-mlflow" / "Cache" / "spool"
-    if sys.platform == "darwin":  # pragma: no cover - not exercised in CI
-        return Path.home() / "Library" / "Caches" / "inspect-mlflow" / "spool"
-    xdg = env.get("XDG_CACHE_HOME", "").strip()
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
-    return base / "inspect-mlflow" / "spool"
 
 
 def public_uri(uri: str) -> str:

@@ -62,7 +62,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 
-from inspect_mlflow._runtime.operations import ExpectationData, FeedbackData, LogTrace, SpanData
+from inspect_mlflow._operations import ExpectationData, FeedbackData, LogTrace, SpanData
 
 logger = logging.getLogger(__name__)
 

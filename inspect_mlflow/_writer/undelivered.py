@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from inspect_mlflow._runtime.operations import AppendRows, CloseRun, Operation
+from inspect_mlflow._operations import AppendRows, CloseRun, Operation
 from inspect_mlflow._writer.spool import SpoolError, SpoolWriter
 
 logger = logging.getLogger(__name__)

@@ -59,8 +59,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from inspect_mlflow._forking import reinit_after_fork
-from inspect_mlflow._runtime.operations import Operation
+from inspect_mlflow._operations import Operation
+from inspect_mlflow._writer.forking import reinit_after_fork
 from inspect_mlflow._writer.sink import Rejection, Sink, SinkError
 
 logger = logging.getLogger(__name__)

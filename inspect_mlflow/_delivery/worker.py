@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from inspect_mlflow._forking import reinit_after_fork
+from inspect_mlflow._writer.forking import reinit_after_fork
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The delivery process: evaluates the mapping and talks to MLflow for an eval's process.
 
-Run as ``python -m inspect_mlflow._delivery`` by :mod:`inspect_mlflow._remote`, with
-pipes on stdin (messages in) and stdout (replies and log records out); see
-:mod:`inspect_mlflow._wire`. Inside, each session is the ordinary :class:`Session`
+Run as ``python -m inspect_mlflow._delivery.process`` by
+:mod:`inspect_mlflow._delivery.remote`, with pipes on stdin (messages in) and stdout
+(replies and log records out); see
+:mod:`inspect_mlflow._delivery.wire`. Inside, each session is the ordinary :class:`Session`
 (engine, background writer, trace sender, spool): the same code that runs in the eval's
 process with ``INSPECT_MLFLOW_DELIVERY=thread``, fed context documents instead of
 Inspect's objects.
@@ -27,8 +28,8 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-from inspect_mlflow._quickack import enable_quick_acks
-from inspect_mlflow._wire import Channel
+from inspect_mlflow._delivery.wire import Channel
+from inspect_mlflow._writer.quickack import enable_quick_acks
 from inspect_mlflow._writer.reachability import own_http_retries
 
 CONFIRM_INTERVAL = 0.5
@@ -97,8 +98,8 @@ class DeliveryProcess:
     def _on_open(
         self, seq: int, sid: int, settings: Any, environ: dict[str, str], cwd: str, level: int
     ) -> None:
+        from inspect_mlflow._delivery.session import Session
         from inspect_mlflow._mapping import load_mapping
-        from inspect_mlflow._session import Session
 
         # MLflow reads its own variables (credentials, timeouts) from the environment.
         os.environ.clear()
@@ -167,7 +168,7 @@ class DeliveryProcess:
         reader.join(session.settings.flush_timeout)
         if (failed or reader.is_alive()) and not self._said_resume:
             self._said_resume = True
-            from inspect_mlflow._session import say_resume_failed
+            from inspect_mlflow._delivery.session import say_resume_failed
 
             say_resume_failed(point, repr(failed[0]) if failed else "no answer in time")
 

@@ -50,7 +50,7 @@ __all__ = [
     "view",
 ]
 
-_MISSING: Any = object()
+MISSING: Any = object()
 """Sentinel for "no such key" (None is a legitimate dict value)."""
 
 _UNSEEN: Any = object()
@@ -320,7 +320,7 @@ class LazyView(dict):  # type: ignore[type-arg]
         raise NotImplementedError
 
     def _load(self, key: str) -> Any:
-        """The converted value of ``key``, or ``_MISSING`` when it is not visible."""
+        """The converted value of ``key``, or ``MISSING`` when it is not visible."""
         raise NotImplementedError
 
     def materialize(self) -> Any:
@@ -340,7 +340,7 @@ class LazyView(dict):  # type: ignore[type-arg]
         if self._complete or not isinstance(key, str):
             return default
         value = self._load(key)
-        if value is _MISSING:
+        if value is MISSING:
             dict.__setitem__(self, key, _ABSENT)
             return default
         dict.__setitem__(self, key, value)
@@ -352,21 +352,21 @@ class LazyView(dict):  # type: ignore[type-arg]
             return
         ordered: dict[str, Any] = {}
         for key in self._visible():
-            value = self.get(key, _MISSING)
-            if value is not _MISSING:
+            value = self.get(key, MISSING)
+            if value is not MISSING:
                 ordered[key] = value
         dict.clear(self)
         dict.update(self, ordered)
         self._complete = True
 
     def __getitem__(self, key: Any) -> Any:
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
+        value = self.get(key, MISSING)
+        if value is MISSING:
             raise KeyError(key)
         return value
 
     def __contains__(self, key: object) -> bool:
-        return self.get(key, _MISSING) is not _MISSING
+        return self.get(key, MISSING) is not MISSING
 
     def keys(self) -> Any:  # type: ignore[override]
         """Visible keys (computed without converting values)."""
@@ -473,13 +473,13 @@ class ModelView(LazyView):
     def _load(self, key: str) -> Any:
         if key in self._extra:
             raw = self._extra[key]
-            return _MISSING if raw is None else convert(raw)
+            return MISSING if raw is None else convert(raw)
         shape = self._shape
         if key not in shape.name_set or key in self._exclude:
-            return _MISSING
+            return MISSING
         raw = getattr(self._obj, key, None)
         if raw is None:
-            return _MISSING
+            return MISSING
         if key in shape.custom:
             return self._serialize_field(key, raw)
         return convert(raw)
@@ -498,7 +498,7 @@ class ModelView(LazyView):
             )
         except Exception:
             return convert(raw)
-        return out.get(key, _MISSING)
+        return out.get(key, MISSING)
 
     def materialize(self) -> dict[str, Any]:
         """Plain JSON, as ``model_dump(mode="json", exclude_none=True, fallback=str)``.
@@ -549,22 +549,22 @@ class DictView(LazyView):
 
     def _load(self, key: str) -> Any:
         src = self._src
-        raw = src.get(key, _MISSING) if isinstance(src, dict) else _mapping_get(src, key)
-        if raw is _MISSING:
+        raw = src.get(key, MISSING) if isinstance(src, dict) else _mapping_get(src, key)
+        if raw is MISSING:
             if self._keymap is None:
                 self._keymap = {_key_text(k): k for k in src if type(k) is not str}
             if key not in self._keymap:
-                return _MISSING
+                return MISSING
             raw = src[self._keymap[key]]
         return convert(raw)
 
 
 def _mapping_get(src: Mapping[Any, Any], key: str) -> Any:
-    """``src[key]`` or ``_MISSING`` for any Mapping (some raise other errors on a miss)."""
+    """``src[key]`` or ``MISSING`` for any Mapping (some raise other errors on a miss)."""
     try:
         return src[key]
     except (KeyError, IndexError, TypeError):
-        return _MISSING
+        return MISSING
 
 
 def _header(log: Any) -> Any:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from inspect_mlflow._runtime.operations import Operation
+from inspect_mlflow._operations import Operation
 
 __all__ = ["MASK", "ScrubFilter", "Scrubber"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from inspect_mlflow._compare.result import Comparison, RunRef
-from inspect_mlflow._compare.stats import (
+from inspect_mlflow._commands.compare.result import Comparison, RunRef
+from inspect_mlflow._commands.compare.stats import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
     compare_scores,

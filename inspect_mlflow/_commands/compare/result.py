@@ -118,7 +118,7 @@ class Comparison:
         return asdict(self)
 
     def to_text(self) -> str:
-        """The terminal table (see :mod:`inspect_mlflow._compare.report`)."""
-        from inspect_mlflow._compare.report import render_text
+        """The terminal table (see :mod:`inspect_mlflow._commands.compare.report`)."""
+        from inspect_mlflow._commands.compare.report import render_text
 
         return render_text(self)

@@ -12,7 +12,7 @@ import math
 import time
 from typing import Any
 
-from inspect_mlflow._compare.result import Comparison, RunRef, ScorerComparison
+from inspect_mlflow._commands.compare.result import Comparison, RunRef, ScorerComparison
 
 __all__ = ["COMPARISON_TAG", "comparison_rows", "log_comparison", "render_text"]
 
@@ -186,7 +186,7 @@ def log_comparison(
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
 
-    from inspect_mlflow._runtime.keys import safe_key
+    from inspect_mlflow._keys import safe_key
 
     client = MlflowClient(tracking_uri=tracking_uri)
     a, b = comparison.a, comparison.b

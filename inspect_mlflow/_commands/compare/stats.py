@@ -38,7 +38,12 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from inspect_mlflow._compare.result import Comparison, PairedSample, RunRef, ScorerComparison
+from inspect_mlflow._commands.compare.result import (
+    Comparison,
+    PairedSample,
+    RunRef,
+    ScorerComparison,
+)
 
 __all__ = [
     "compare_scores",

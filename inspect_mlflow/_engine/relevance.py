@@ -1,6 +1,6 @@
 """Which lifecycle points can change anything: decided from the payload alone, cheaply.
 
-Why: with delivery in a separate process (see :mod:`inspect_mlflow._remote`), every point
+Why: with delivery in a separate process (see :mod:`inspect_mlflow._delivery.remote`), every point
 the engine needs must be serialised in the eval's process. ``sample_event`` fires dozens
 of times per sample and the default mapping uses two event kinds; shipping the rest (a
 model event carries the whole conversation) would cost the eval more than the mapping.
@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from inspect_mlflow._engine.engine import COMPUTED_NAMES as ENGINE_NAMES
+from inspect_mlflow._engine.expr_compiler import Evaluator, is_false
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import CompiledMapping, Expr
-from inspect_mlflow._runtime.engine import _COMPUTED as ENGINE_NAMES
-from inspect_mlflow._runtime.expr_compiler import Evaluator, is_false
 
 
 def _names(node: Any) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """``inspect-mlflow compare A B``: argument parsing and output of the comparison.
 
 Exit status: 0 compared, 1 a side could not be found or read (bad reference, no
-scores), 2 the command failed otherwise (see :mod:`inspect_mlflow._cli`).
+scores), 2 the command failed otherwise (see :mod:`inspect_mlflow._commands.cli`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def _experiment_id(uri: str, name: str) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Compare, print (text or JSON) and, with ``--log``, record the comparison."""
-    from inspect_mlflow._compare.report import log_comparison
-    from inspect_mlflow._compare.sources import compare_runs, resolve_target
+    from inspect_mlflow._commands.compare.report import log_comparison
+    from inspect_mlflow._commands.compare.sources import compare_runs, resolve_target
 
     try:
         comparison = compare_runs(

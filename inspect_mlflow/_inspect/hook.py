@@ -22,9 +22,9 @@ from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd
 
 from inspect_mlflow._config import Settings, SettingsError, fingerprint, load_settings
+from inspect_mlflow._inspect.signals import TerminationGuard
 from inspect_mlflow._mapping import MappingInvalid, load_mapping
 from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
-from inspect_mlflow._signals import TerminationGuard
 
 logger = logging.getLogger(__name__)
 
@@ -144,11 +144,11 @@ class MlflowTrackingHook(Hooks):
         with self._start_lock:
             if self._session is None:
                 if self._settings.delivery == "process":
-                    from inspect_mlflow._remote import RemoteSession
+                    from inspect_mlflow._delivery.remote import RemoteSession
 
                     self._session = RemoteSession(self._settings, self._mapping)
                 else:
-                    from inspect_mlflow._session import Session
+                    from inspect_mlflow._delivery.session import Session
 
                     self._session = Session(self._settings, self._mapping)
             return self._session
@@ -195,7 +195,7 @@ class MlflowTrackingHook(Hooks):
         except Exception as err:
             if not self._said_resume:
                 self._said_resume = True
-                from inspect_mlflow._session import say_resume_failed
+                from inspect_mlflow._delivery.session import say_resume_failed
 
                 say_resume_failed(point, repr(err))
 
@@ -237,7 +237,7 @@ class MlflowTrackingHook(Hooks):
         header when the task ends, goes where the task's run is (``mlflow_run``, with
         the tags the metadata gave, which the mapping reads from there).
         """
-        from inspect_mlflow._eval_metadata import LINK_KEY, eval_settings, run_link
+        from inspect_mlflow._inspect.eval_metadata import LINK_KEY, eval_settings, run_link
 
         settings = self._settings
         if settings is None or settings.tracking_uri is None:
@@ -286,11 +286,11 @@ class MlflowTrackingHook(Hooks):
             assert self._settings is not None
             settings = dataclasses.replace(self._settings, experiment_name=experiment)
             if settings.delivery == "process":
-                from inspect_mlflow._remote import RemoteSession
+                from inspect_mlflow._delivery.remote import RemoteSession
 
                 session = RemoteSession(settings, self._mapping)
             else:
-                from inspect_mlflow._session import Session
+                from inspect_mlflow._delivery.session import Session
 
                 session = Session(settings, self._mapping)
             self._experiment_sessions[experiment] = session
@@ -298,8 +298,8 @@ class MlflowTrackingHook(Hooks):
 
     def _task_run_key(self, data: Any) -> str | None:
         """The logical key of the deepest run the mapping opens at task start, if any."""
-        from inspect_mlflow._runtime.engine import Engine
-        from inspect_mlflow._runtime.views import context
+        from inspect_mlflow._engine.engine import Engine
+        from inspect_mlflow._engine.views import context
 
         if "task_start" not in self._points:
             return None
@@ -512,7 +512,6 @@ class MlflowTrackingHook(Hooks):
                 if self._session is session:
                     self._session = None
 
-
     async def _finish_experiment_sessions(self) -> None:
         """Deliver the sessions of other experiments; close those with no run left open."""
         with anyio.CancelScope(shield=True):  # as the main session's (see below)
@@ -530,7 +529,7 @@ class MlflowTrackingHook(Hooks):
 
 def _say_where(settings: Settings) -> None:
     """One line at the end of each eval: where it logged (stderr with display=none too)."""
-    from inspect_mlflow._where import say_where
+    from inspect_mlflow._inspect.where import say_where
 
     if settings.tracking_uri:
         say_where(settings.tracking_uri, settings.experiment_name)
@@ -584,7 +583,7 @@ def _read_headers(locations: dict[str, str]) -> list[Any]:
 
 def _prestart_delivery() -> None:
     """Start the delivery process while Inspect sets the eval up (it imports MLflow)."""
-    from inspect_mlflow._remote import prestart
+    from inspect_mlflow._delivery.remote import prestart
 
     prestart()
 

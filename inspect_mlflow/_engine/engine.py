@@ -26,6 +26,30 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inspect_mlflow._engine.expr_compiler import Evaluator, is_false
+from inspect_mlflow._engine.values import (
+    MAX_CELL_CHARS,
+    MAX_PARAM_CHARS,
+    MAX_RECORD_CHARS,
+    MAX_TAG_CHARS,
+    REDACTED,
+    Rejected,
+    fit_json,
+    is_credential_key,
+    json_value,
+    metric_value,
+    step_value,
+    text_value,
+)
+from inspect_mlflow._engine.views import MISSING, LazyView, to_json
+from inspect_mlflow._keys import (
+    MAX_KEY_LENGTH,
+    logged_model_name,
+    safe_key,
+    safe_path,
+    to_text,
+    truncate_text,
+)
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import (
     RUN_STATUSES,
@@ -45,16 +69,7 @@ from inspect_mlflow._mapping.model import (
     TraceSpec,
     Where,
 )
-from inspect_mlflow._runtime.expr_compiler import Evaluator, is_false
-from inspect_mlflow._runtime.keys import (
-    MAX_KEY_LENGTH,
-    logged_model_name,
-    safe_key,
-    safe_path,
-    to_text,
-    truncate_text,
-)
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     RUN_STATE_PATH,
     AppendRows,
     CloseRun,
@@ -73,21 +88,6 @@ from inspect_mlflow._runtime.operations import (
     SetTags,
     SpanData,
 )
-from inspect_mlflow._runtime.values import (
-    MAX_CELL_CHARS,
-    MAX_PARAM_CHARS,
-    MAX_RECORD_CHARS,
-    MAX_TAG_CHARS,
-    REDACTED,
-    Rejected,
-    fit_json,
-    is_credential_key,
-    json_value,
-    metric_value,
-    step_value,
-    text_value,
-)
-from inspect_mlflow._runtime.views import _MISSING, LazyView, to_json
 
 __all__ = ["PROBLEM_KINDS", "Engine", "Problem", "Problems"]
 
@@ -241,7 +241,7 @@ class _Points:
 _INT_MAX = 2**63
 
 
-_COMPUTED = frozenset({"counter", "series", "run"})
+COMPUTED_NAMES = frozenset({"counter", "series", "run"})
 """Names every rule document adds to the context (see ``docs/mapping-language.md``)."""
 
 
@@ -275,7 +275,7 @@ class _Doc(LazyView):
         bound = self._bound
         if key in bound:
             return bound[key]
-        if key in _COMPUTED:
+        if key in COMPUTED_NAMES:
             return super().get(key, default)
         return self._base.get(key, default)
 
@@ -319,7 +319,7 @@ class _Doc(LazyView):
                     "context": parent.context,
                 },
             }
-        return self._base.get(key, _MISSING)
+        return self._base.get(key, MISSING)
 
 
 def _index(count: int) -> int | None:
@@ -555,7 +555,7 @@ class Engine:
         key = None
         if spec is not None:
             value = self._search(spec.key, ctx)
-            if value is not _MISSING and value is not None:
+            if value is not MISSING and value is not None:
                 key = f"{kind}:{_text(value)}"
         cache[kind] = key
         return key
@@ -593,7 +593,7 @@ class Engine:
         doc = _Doc(ctx, self, run, {})
         if spec.name is not None:
             name = self._search(spec.name, doc)
-            run.name = None if name is _MISSING else _text(name)
+            run.name = None if name is MISSING else _text(name)
         tags: dict[str, str] = {}
         for template, expr in spec.tags:
             self._text_entry(run, "tag", template, expr, doc, MAX_TAG_CHARS, tags)
@@ -608,7 +608,7 @@ class Engine:
         if spec.resume is None:
             return False
         value = self._search(spec.resume, ctx)
-        return value is not _MISSING and not is_false(value)
+        return value is not MISSING and not is_false(value)
 
     def _carry_over(self, run: _Run) -> None:
         """Continue the counts of a run closed earlier in this process or an earlier one."""
@@ -665,7 +665,7 @@ class Engine:
         if ctx is not None:
             end_ms = self._run_time_ms(run.spec.end, _Doc(ctx, self, run, {}), now_ms)
             value = self._search(run.spec.status, _Doc(ctx, self, run, {}))
-            if value is not _MISSING:
+            if value is not MISSING:
                 value = to_json(value)
                 if value in RUN_STATUSES:
                     status = value
@@ -713,11 +713,11 @@ class Engine:
         doc = _Doc(ctx, self, run, {})
         if rule.when is not None:
             cond = self._search(rule.when, doc)
-            if cond is _MISSING or is_false(cond):
+            if cond is MISSING or is_false(cond):
                 return
         if rule.unique is not None:
             token = self._search(rule.unique, doc)
-            if token is _MISSING:
+            if token is MISSING:
                 return
             if token is not None:
                 seen = run.seen.setdefault(self._rule_ids.get(id(rule), -1), set())
@@ -732,7 +732,7 @@ class Engine:
         if rule.collect:
             for name, expr in rule.collect:
                 value = self._search(expr, doc)
-                if value is not _MISSING and value is not None:
+                if value is not MISSING and value is not None:
                     run.series.setdefault(name, []).append(json_value(value))
             doc.refresh()
         out = _Outputs()
@@ -747,7 +747,7 @@ class Engine:
             nxt: list[_Doc] = []
             for current in docs:
                 value = self._search(expr, current)
-                if value is _MISSING or value is None:
+                if value is MISSING or value is None:
                     continue
                 if isinstance(value, Mapping):
                     seq: Iterable[Any] = [{"key": k, "value": v} for k, v in value.items()]
@@ -784,13 +784,13 @@ class Engine:
             if rule.records is not None and rule.record is not None:
                 path = self._path(run, rule.records, doc)
                 value = self._value(rule.record, doc) if path is not None else None
-                if path is not None and value is not _MISSING and value is not None:
+                if path is not None and value is not MISSING and value is not None:
                     record = fit_json(json_value(value), MAX_RECORD_CHARS)
                     out.records.setdefault(path, []).append(record)
             if rule.artifact is not None and rule.value is not None:
                 path = self._path(run, rule.artifact, doc)
                 value = self._value(rule.value, doc) if path is not None else None
-                if path is not None and value is not _MISSING and value is not None:
+                if path is not None and value is not MISSING and value is not None:
                     out.artifacts.append((path, json_value(value)))
         if rule.model is not None:
             model = self._model(rule.model, run, doc)
@@ -809,7 +809,7 @@ class Engine:
         step = 0
         if rule.step is not None:
             value = self._search(rule.step, doc)
-            if value is _MISSING:
+            if value is MISSING:
                 return
             checked = step_value(value)
             if isinstance(checked, Rejected):
@@ -835,7 +835,7 @@ class Engine:
             if original is None:
                 continue
             value = self._search(expr, doc)
-            if value is _MISSING:
+            if value is MISSING:
                 continue
             number = metric_value(value)
             if number is None:
@@ -902,7 +902,7 @@ class Engine:
         if expr is None:
             return None
         value = self._value(expr, doc)
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             return None
         return _compact_json(json_value(value))
 
@@ -933,7 +933,7 @@ class Engine:
         if original is None:
             return
         value = self._search(expr, doc)
-        if value is _MISSING:
+        if value is MISSING:
             return
         text = text_value(value, limit)
         if text is None:
@@ -949,7 +949,7 @@ class Engine:
             if original is None:
                 continue
             value = self._search(expr, doc)
-            cell = None if value is _MISSING else _cell(json_value(value))
+            cell = None if value is MISSING else _cell(json_value(value))
             if cell is not None and is_credential_key(original):
                 cell = REDACTED
             row[self._safe(run, f"column:{path}", original, template.where)] = cell
@@ -965,7 +965,7 @@ class Engine:
 
     def _trace(self, spec: TraceSpec, run: _Run, doc: _Doc) -> LogTrace | None:
         key = self._search(spec.key, doc)
-        if key is _MISSING:
+        if key is MISSING:
             return None
         if key is None:
             self.problems.add("rejected_value", spec.key.where, "trace key is null; no trace")
@@ -1042,7 +1042,7 @@ class Engine:
                 )
                 continue
             value = self._search(spec.value, element)
-            if value is _MISSING:
+            if value is MISSING:
                 continue
             yield FeedbackData(
                 name=name,
@@ -1061,7 +1061,7 @@ class Engine:
                 )
                 continue
             value = self._search(spec.value, element)
-            if value is _MISSING or value is None:
+            if value is MISSING or value is None:
                 continue
             yield ExpectationData(
                 name=name,
@@ -1074,7 +1074,7 @@ class Engine:
         if expr is None:
             return None
         value = self._search(expr, doc)
-        if value is _MISSING:
+        if value is MISSING:
             return None
         if value is None:
             if required:
@@ -1090,7 +1090,7 @@ class Engine:
         if expr is None:
             return None
         value = self._search(expr, doc)
-        return None if value is _MISSING else value
+        return None if value is MISSING else value
 
     def _opt_text(self, expr: Expr | None, doc: _Doc) -> str | None:
         return _text(self._opt_value(expr, doc))
@@ -1131,12 +1131,12 @@ class Engine:
             self.problems.add("expression_error", where, f"unexpected error: {err!r}")
 
     def _search(self, expr: Expr, doc: Any) -> Any:
-        """Evaluate (compiled to closures once); on error count it and return ``_MISSING``."""
+        """Evaluate (compiled to closures once); on error count it and return ``MISSING``."""
         try:
             return self._evaluator.search(expr, doc)
         except Exception as err:
             self.problems.add("expression_error", expr.where, f"{expr.text}: {err}")
-            return _MISSING
+            return MISSING
 
     def _value(self, expr: Expr | ObjectExpr, doc: _Doc) -> Any:
         """A ``record``/``value``: one expression, or an object built entry by entry.
@@ -1151,7 +1151,7 @@ class Engine:
             if name is None:
                 continue
             value = self._search(item, doc)
-            if value is not _MISSING:
+            if value is not MISSING:
                 out[name] = value
         return out
 
@@ -1166,7 +1166,7 @@ class Engine:
                 out.append(part)
                 continue
             value = self._search(part, doc)
-            if value is _MISSING or value is None:
+            if value is MISSING or value is None:
                 return None
             out.append(_placeholder_text(value))
         return "".join(out)

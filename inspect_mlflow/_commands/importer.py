@@ -46,17 +46,17 @@ from typing import Any
 from inspect_ai import hooks as inspect_hooks
 
 from inspect_mlflow._config import Settings
+from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping.model import CompiledMapping
-from inspect_mlflow._pipeline import Pipeline, environment_secrets
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     CloseRun,
     LogMetrics,
     LogTrace,
     OpenRun,
     Operation,
 )
-from inspect_mlflow._runtime.views import context
 
 __all__ = [
     "ImportReport",

@@ -6,7 +6,7 @@ itself is imported only when a run actually logs.
 
 from inspect_ai.hooks import hooks
 
-from inspect_mlflow._hook import MlflowTrackingHook
+from inspect_mlflow._inspect.hook import MlflowTrackingHook
 
 
 @hooks(name="mlflow_tracking", description="Log evaluations to MLflow (inspect-mlflow).")

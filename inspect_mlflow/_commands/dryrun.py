@@ -9,7 +9,7 @@ What it flags, most certain first:
 
 - likely typos: fields that no Inspect payload of the expression's lifecycle point has
   (``sample.scroes``), found from Inspect's own types without the log
-  (:mod:`inspect_mlflow._payload_fields`), each with a "did you mean";
+  (:mod:`inspect_mlflow._inspect.payload_fields`), each with a "did you mean";
 - the engine's problems (expressions that raised, values of the wrong type such as a
   text metric, rules with no open run, keys that collide once made MLflow-safe), each
   with where it comes from in the mapping;
@@ -31,6 +31,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
+from inspect_mlflow._engine.engine import Engine, Problem, Problems
+from inspect_mlflow._engine.values import MAX_CELL_CHARS, MAX_PARAM_CHARS, MAX_TAG_CHARS
+from inspect_mlflow._engine.views import MISSING, context
+from inspect_mlflow._inspect.payload_fields import (
+    FieldTypo,
+    absent_field,
+    explain_error,
+    field_typos,
+)
+from inspect_mlflow._keys import TRUNCATION_MARKER
 from inspect_mlflow._mapping.model import (
     CompiledMapping,
     Entries,
@@ -41,11 +52,7 @@ from inspect_mlflow._mapping.model import (
     Rule,
     Where,
 )
-from inspect_mlflow._payload_fields import FieldTypo, absent_field, explain_error, field_typos
-from inspect_mlflow._pipeline import Pipeline, environment_secrets
-from inspect_mlflow._runtime.engine import Engine, Problem, Problems
-from inspect_mlflow._runtime.keys import TRUNCATION_MARKER
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
@@ -57,8 +64,6 @@ from inspect_mlflow._runtime.operations import (
     Operation,
     SetTags,
 )
-from inspect_mlflow._runtime.values import MAX_CELL_CHARS, MAX_PARAM_CHARS, MAX_TAG_CHARS
-from inspect_mlflow._runtime.views import _MISSING, context
 
 __all__ = ["DryRunReport", "Finding", "RunPlan", "dry_run"]
 
@@ -436,10 +441,10 @@ class _WatchingEngine(Engine):
         except Exception as err:
             hints = self.typos.get((expr.where, expr.text), ())
             self.problems.add("expression_error", expr.where, explain_error(expr, err, hints))
-            value = _MISSING
+            value = MISSING
         key = id(expr)
         self.runs_of[key] = self.runs_of.get(key, 0) + 1
-        empty = value is _MISSING or value is None
+        empty = value is MISSING or value is None
         if not empty and isinstance(value, (str, list, dict)) and len(value) == 0:
             empty = not (self._rendering and isinstance(value, str))
         if not empty:
@@ -568,7 +573,7 @@ def dry_run(
         LogReadError: The log cannot be read (a sample that cannot be read is reported
             as a problem instead, after the samples before it).
     """
-    from inspect_mlflow._importer import (
+    from inspect_mlflow._commands.importer import (
         LogClock,
         LogReadError,
         Replayed,

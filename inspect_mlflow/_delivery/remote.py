@@ -5,12 +5,12 @@ Inspect's event loop, so seconds of mapping evaluation, MLflow's import and its 
 client slow a CPU-bound eval down even from a background thread. :class:`RemoteSession`
 keeps only what must stay here (provider autolog, which patches SDKs in this process)
 and sends each lifecycle point's context document to one delivery process per eval
-process (:mod:`inspect_mlflow._delivery`), which evaluates the mapping and writes.
+process (:mod:`inspect_mlflow._delivery.process`), which evaluates the mapping and writes.
 
 In this process a point costs a queue append on the event loop and, on the feeder
 thread, the payload's JSON form (pydantic's serializer) and a pickle write to a pipe.
 Sample events the mapping cannot use are dropped in the callback, before the queue (see
-:mod:`inspect_mlflow._runtime.relevance`).
+:mod:`inspect_mlflow._engine.relevance`).
 
 The delivery process is started on first use and kept for the next runs; it finishes
 its sessions (delivers or spools) when this process ends. When it cannot be started,
@@ -31,15 +31,15 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from inspect_mlflow._config import Settings
-from inspect_mlflow._forking import reinit_after_fork
+from inspect_mlflow._delivery.session import AutologOwner
+from inspect_mlflow._delivery.wire import Channel, dumps, loads
+from inspect_mlflow._delivery.worker import SerialWorker
+from inspect_mlflow._engine.relevance import PointFilter
+from inspect_mlflow._engine.views import context, to_json
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
-from inspect_mlflow._runtime.operations import AppendRows, CloseRun, LogArtifact, OpenRun
-from inspect_mlflow._runtime.relevance import PointFilter
-from inspect_mlflow._runtime.views import context, to_json
-from inspect_mlflow._session import AutologOwner
-from inspect_mlflow._wire import Channel, dumps, loads
-from inspect_mlflow._worker import SerialWorker
+from inspect_mlflow._operations import AppendRows, CloseRun, LogArtifact, OpenRun
+from inspect_mlflow._writer.forking import reinit_after_fork
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class DeliveryUnavailable(RuntimeError):
     """The delivery process is not running (it could not start, or it exited)."""
 
 
-COMMAND = [sys.executable, "-m", "inspect_mlflow._delivery"]
+COMMAND = [sys.executable, "-m", "inspect_mlflow._delivery.process"]
 """How the delivery process is started (the interpreter running the eval)."""
 
 
@@ -201,7 +201,10 @@ _session_ids = itertools.count(1)
 
 
 class RemoteSession(AutologOwner):
-    """The :class:`~inspect_mlflow._session.Session` interface, served by the delivery process."""
+    """The :class:`~inspect_mlflow._delivery.session.Session` interface, served elsewhere.
+
+    The delivery process serves it; this side only sends and waits.
+    """
 
     def __init__(self, settings: Settings, mapping: CompiledMapping) -> None:
         super().__init__(settings)
@@ -262,7 +265,7 @@ class RemoteSession(AutologOwner):
                 raise DeliveryUnavailable("it could not open the session")
             self._process = process
         except Exception as err:
-            from inspect_mlflow._session import Session
+            from inspect_mlflow._delivery.session import Session
 
             logger.warning(
                 "inspect-mlflow: the delivery process did not start (%s); delivering from "
@@ -327,7 +330,7 @@ class RemoteSession(AutologOwner):
         process, self._process = self._process, None
         if self._journal_full or self._local is not None:
             return False
-        from inspect_mlflow._session import Session
+        from inspect_mlflow._delivery.session import Session
 
         acked = process.acked.get(self._sid, 0) if process is not None else 0
         local = Session(self.settings, self.mapping, resume_runs=True)
@@ -422,9 +425,7 @@ class RemoteSession(AutologOwner):
             try:
                 # The delivery process spends up to ``timeout`` itself (a run end waiting
                 # for a server coming back): its answer comes after that, not before.
-                answer["value"] = self._process.request(
-                    kind, *args, timeout=timeout + REPLY_GRACE
-                )
+                answer["value"] = self._process.request(kind, *args, timeout=timeout + REPLY_GRACE)
             except Exception as err:
                 answer["error"] = err
 

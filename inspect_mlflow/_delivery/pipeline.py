@@ -14,8 +14,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from inspect_mlflow._runtime.operations import Operation
-from inspect_mlflow._secrets import Scrubber, ScrubFilter
+from inspect_mlflow._delivery.secrets import Scrubber, ScrubFilter
+from inspect_mlflow._operations import Operation
 
 __all__ = ["Pipeline", "environment_secrets"]
 

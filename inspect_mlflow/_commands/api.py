@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from inspect_mlflow._importer import ImportReport, LogOutcome
+    from inspect_mlflow._commands.importer import ImportReport, LogOutcome
 
 DEFAULT_IMPORT_URI = "sqlite:///mlflow.db"
 """Where ``import`` writes when neither an argument nor the environment says."""
@@ -48,8 +48,8 @@ def import_logs(
         SettingsError: A bad environment value.
         MappingInvalid: The mapping is invalid.
     """
+    from inspect_mlflow._commands.importer import Importer
     from inspect_mlflow._config import absolute_sqlite_uri, load_settings
-    from inspect_mlflow._importer import Importer
     from inspect_mlflow._mapping import load_mapping
 
     settings = load_settings()

@@ -1,6 +1,6 @@
 """Messages between the eval's process and the delivery process: pickled tuples on pipes.
 
-Both ends are this package, started together (see :mod:`inspect_mlflow._remote`), so
+Both ends are this package, started together (see :mod:`inspect_mlflow._delivery.remote`), so
 pickle is safe here and costs less than any text format. Each message is a tuple whose
 first item names it:
 

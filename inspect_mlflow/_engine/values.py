@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inspect_mlflow._runtime.keys import to_text, truncate_text
-from inspect_mlflow._runtime.views import to_json
+from inspect_mlflow._engine.views import to_json
+from inspect_mlflow._keys import to_text, truncate_text
 
 __all__ = [
     "MAX_CELL_CHARS",

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inspect_mlflow._runtime.operations import (
+from inspect_mlflow._operations import (
     AppendRows,
     CloseRun,
     LogArtifact,
@@ -243,7 +243,7 @@ def replay_file(
 def _replay_spool(
     spool: SpoolFile, tracking_uri: str | None, batch_size: int, backoff: float
 ) -> FileResult:
-    from inspect_mlflow._pipeline import Pipeline, environment_secrets
+    from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
     from inspect_mlflow._writer.mlflow_sink import MlflowSink
     from inspect_mlflow._writer.reachability import Reachability
     from inspect_mlflow._writer.sink import SinkError
@@ -410,7 +410,7 @@ def replay(
     Raises:
         SpoolError: Another replay of the same directory is running.
     """
-    from inspect_mlflow._pipeline import Pipeline, environment_secrets
+    from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
 
     files = list_spool_files(directory)
     if not files:

@@ -14,16 +14,16 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import inspect_mlflow._autolog as _autolog
+import inspect_mlflow._delivery.autolog as _autolog
 from inspect_mlflow._config import Settings
+from inspect_mlflow._delivery.pipeline import Pipeline
+from inspect_mlflow._delivery.secrets import ScrubFilter
+from inspect_mlflow._delivery.worker import SerialWorker
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
-from inspect_mlflow._pipeline import Pipeline
-from inspect_mlflow._runtime.engine import Engine
-from inspect_mlflow._runtime.operations import Operation
-from inspect_mlflow._runtime.views import context
-from inspect_mlflow._secrets import ScrubFilter
-from inspect_mlflow._worker import SerialWorker
+from inspect_mlflow._operations import Operation
 from inspect_mlflow._writer.writer import BackgroundWriter
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class Session(AutologOwner):
 
     ``handle`` runs on Inspect's event loop (and, for eval-set points, on short-lived
     loops of other threads): it only queues the point. The session's worker thread
-    evaluates the mapping in hook order (see :mod:`inspect_mlflow._worker`) and hands the
+    evaluates the mapping in hook order (see :mod:`inspect_mlflow._delivery.worker`) and hands the
     writes to the background writer, so a callback waits neither on the network nor on
     the evaluation.
     """

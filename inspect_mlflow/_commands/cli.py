@@ -100,8 +100,8 @@ def _run_check(args: argparse.Namespace) -> int:
 
 def _dry_run(compiled: Any, log: Path) -> Any:
     """Replay ``log`` through ``compiled`` with the environment's artifact/trace switches."""
+    from inspect_mlflow._commands.dryrun import dry_run
     from inspect_mlflow._config import Settings, SettingsError, load_settings
-    from inspect_mlflow._dryrun import dry_run
 
     try:
         settings = load_settings()
@@ -199,8 +199,8 @@ def register_check(subparsers: Any) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from inspect_mlflow._importer import run_import_command
-    from inspect_mlflow._quickack import enable_quick_acks
+    from inspect_mlflow._commands.importer import run_import_command
+    from inspect_mlflow._writer.quickack import enable_quick_acks
 
     enable_quick_acks()  # the command's process is ours: its requests need not wait 40 ms
     return run_import_command(args)
@@ -257,15 +257,15 @@ def register_import(subparsers: Any) -> None:
 
 def register_demo(subparsers: Any) -> None:
     """Add ``inspect-mlflow demo`` (the offline demo eval lives in ``_demo``)."""
-    from inspect_mlflow._demo import register
+    from inspect_mlflow._commands.demo import register
 
     register(subparsers)
 
 
 def _run_replay(args: argparse.Namespace) -> int:
+    from inspect_mlflow._commands.replay import replay
     from inspect_mlflow._config import SettingsError, resolve_spool_dir
-    from inspect_mlflow._quickack import enable_quick_acks
-    from inspect_mlflow._replay import replay
+    from inspect_mlflow._writer.quickack import enable_quick_acks
     from inspect_mlflow._writer.spool import SpoolError
 
     enable_quick_acks()
@@ -323,7 +323,7 @@ def register_replay(subparsers: Any) -> None:
 
 def register_compare(subparsers: Any) -> None:
     """Add ``inspect-mlflow compare`` (the paired statistics live in ``_compare``)."""
-    from inspect_mlflow._compare.command import register
+    from inspect_mlflow._commands.compare.command import register
 
     register(subparsers)
 
@@ -340,7 +340,7 @@ COMMANDS: list[Callable[[Any], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
-    from inspect_mlflow import __version__
+    from inspect_mlflow._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="inspect-mlflow",

@@ -3,13 +3,18 @@
 ``compare_runs(a, b)`` reads both task runs (or log files) and ``compare_scores`` does
 the statistics on plain ``{scorer: {sample_id: [epoch scores]}}`` dicts; both return a
 :class:`Comparison`. The CLI is ``inspect-mlflow compare A B``. The statistical choices
-are explained in :mod:`inspect_mlflow._compare.stats`.
+are explained in :mod:`inspect_mlflow._commands.compare.stats`.
 """
 
-from inspect_mlflow._compare.report import log_comparison, render_text
-from inspect_mlflow._compare.result import Comparison, PairedSample, RunRef, ScorerComparison
-from inspect_mlflow._compare.sources import compare_runs, load_side
-from inspect_mlflow._compare.stats import compare_scores, holm
+from inspect_mlflow._commands.compare.report import log_comparison, render_text
+from inspect_mlflow._commands.compare.result import (
+    Comparison,
+    PairedSample,
+    RunRef,
+    ScorerComparison,
+)
+from inspect_mlflow._commands.compare.sources import compare_runs, load_side
+from inspect_mlflow._commands.compare.stats import compare_scores, holm
 
 __all__ = [
     "Comparison",

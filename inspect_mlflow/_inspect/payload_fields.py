@@ -6,7 +6,7 @@ two can be told apart without any log: the context documents are built from Insp
 own types (the hook payload dataclasses, and the pydantic models inside them, e.g.
 ``SampleEnd.sample`` is an ``EvalSample``), so a field that none of those types declare
 can never have a value. This module walks each expression's JMESPath tree over those
-types (what :mod:`inspect_mlflow._runtime.views` shows of them) and reports such fields
+types (what :mod:`inspect_mlflow._engine.views` shows of them) and reports such fields
 with a "did you mean" taken from the type's own field names.
 
 It only reports what is certain: where the type of a value is not known (a function's
@@ -213,7 +213,7 @@ def _class_shape(cls: type) -> Shape:
     """A pydantic model or dataclass as an object of its visible fields (cached per class)."""
     import pydantic
 
-    from inspect_mlflow._runtime.views import shape_of
+    from inspect_mlflow._engine.views import shape_of
 
     shape = _MODELS.get(cls)
     if shape is not None:
