@@ -8,9 +8,9 @@ import jmespath
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inspect_mlflow._runtime import keys
 from jmespath import exceptions
 
+from inspect_mlflow import _keys as keys
 from inspect_mlflow._keys import is_valid_key, safe_key, to_text, truncate_text
 from inspect_mlflow._mapping import functions
 from inspect_mlflow._mapping.functions import FUNCTION_TABLE, OPTIONS

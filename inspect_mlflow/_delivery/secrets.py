@@ -1,7 +1,7 @@
 """Keep MLflow's own credentials out of everything the package writes or prints.
 
 Credentials passed as task or model arguments are redacted by *key* where values are
-built (``_runtime/values.py``). The values of MLflow's credential variables
+built (``_engine/values.py``). The values of MLflow's credential variables
 (``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_PASSWORD``, ...; see ``_config.py``) can
 turn up anywhere, under any key or inside any text: a sample that echoes the environment,
 an error message that quotes a URL. So they are scrubbed by *value*: from every write

@@ -410,7 +410,7 @@ class MappingFunctions(Functions):
 
     @signature({"types": ["string"]})
     def _func_safe_key(self, text: str) -> str:
-        """The text rewritten into a key MLflow accepts (see ``_runtime.keys.safe_key``).
+        """The text rewritten into a key MLflow accepts (see ``_keys.safe_key``).
 
         >>> jmespath.search("safe_key(@)", "mockllm/model@v1", OPTIONS)
         'mockllm/model_v1'

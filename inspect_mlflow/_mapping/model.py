@@ -1,6 +1,6 @@
 """The compiled mapping: immutable, validated, every expression parsed once.
 
-The loader (``_mapping.load``) builds these from YAML; the engine (``_runtime.engine``)
+The loader (``_mapping.load``) builds these from YAML; the engine (``_engine.engine``)
 only reads them. No expression text is parsed after loading.
 """
 
