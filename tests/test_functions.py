@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import time
 
 import jmespath
 import pytest
@@ -36,6 +37,7 @@ DOCUMENTED = [
     "percentile",
     "seconds_between",
     "epoch_ns",
+    "format_time",
     "json",
     "truncate",
     "safe_key",
@@ -202,6 +204,23 @@ def test_epoch_ns_is_exact() -> None:
     assert search("epoch_ns(@)", 1) == 1_000_000_000
     assert search("epoch_ns(@)", 1.000000001) == 1_000_000_001
     assert search("epoch_ns(nothing)", {}) is None
+
+
+def test_format_time_is_in_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inspect's times are UTC; a run name reads in the clock of the eval's machine.
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        doc = {"utc": "2026-12-03T11:03:09+00:00", "naive": "2026-12-03T11:03:09", "e": 0}
+        assert search("format_time(utc, '%m-%d %H:%M')", doc) == "12-03 16:33"
+        assert search("format_time(naive, '%H:%M')", doc) == "16:33"
+        assert search("format_time(e, '%Y-%m-%d %H:%M')", doc) == "1970-01-01 05:30"
+        assert search("format_time(missing, '%H')", doc) is None
+        with pytest.raises(functions.FunctionValueError):
+            search("format_time('soon', '%H')", doc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 # json / truncate / safe_key

@@ -372,6 +372,24 @@ class MappingFunctions(Functions):
             return None
         return int(_epoch_seconds(_parse_time("epoch_ns", time)) * 1_000_000_000)
 
+    @signature({"types": ["string", "number", "null"]}, {"types": ["string"]})
+    def _func_format_time(self, time: Any, layout: str) -> str | None:
+        """A time as text in the local time zone (``strftime`` codes); null stays null.
+
+        Local to the process that evaluates it, the eval's own machine when live (``TZ``
+        sets it), so a run named at 16:33 reads as the clock its user saw; Inspect's
+        times are UTC.
+
+        >>> jmespath.search("format_time(@, '%Y')", "2024-06-15T12:00:00Z", OPTIONS)
+        '2024'
+        """
+        if time is None:
+            return None
+        moment = _parse_time("format_time", time)
+        if isinstance(moment, Decimal):
+            moment = datetime.fromtimestamp(float(moment), timezone.utc)
+        return moment.astimezone().strftime(layout)
+
     @signature({"types": []})
     def _func_json(self, value: Any) -> str:
         """Compact JSON text of any value (keys in their order, non-ASCII kept).
