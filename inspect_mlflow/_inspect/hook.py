@@ -9,7 +9,6 @@ short-lived loops, so all shared state sits behind the session's lock.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import logging
 import threading
@@ -22,6 +21,8 @@ from inspect_ai._util.error import PrerequisiteError
 from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd
 
 from inspect_mlflow._config import Settings, SettingsError, fingerprint, load_settings
+from inspect_mlflow._inspect.log_files import cancelled_logs, log_location, unended_samples
+from inspect_mlflow._inspect.routing import ExperimentRouting
 from inspect_mlflow._inspect.signals import TerminationGuard
 from inspect_mlflow._mapping import MappingInvalid, load_mapping
 from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
@@ -36,10 +37,11 @@ class ConfigurationError(PrerequisiteError):
         return str(self.message)
 
 
-class MlflowTrackingHook(Hooks):
+class MlflowTrackingHook(ExperimentRouting, Hooks):
     """Logs Inspect evaluations to MLflow as the active mapping describes."""
 
     def __init__(self) -> None:
+        super().__init__()  # the routing state (see ExperimentRouting)
         self._checked = False
         self._fingerprint: tuple[str | None, ...] = ()
         """The environment the cached settings were parsed from (see :meth:`enabled`)."""
@@ -67,19 +69,6 @@ class MlflowTrackingHook(Hooks):
         # cancelled by Ctrl-C or SIGTERM gets no task_end, and the run end no logs.
         self._log_locations: dict[str, str] = {}
         self._termination = TerminationGuard()
-        # The run's start is handed on when its first task starts, stamped with the time
-        # it happened: a task's metadata may name another experiment (see _eval_metadata),
-        # whose session (one per experiment) then gets the run's start (its own parent
-        # run there) and the task's points, and the environment's experiment gets no
-        # parent run without tasks. run_id -> (RunStart, time), experiment -> session,
-        # eval_id -> session, (experiment, run_id) pairs whose session got the start.
-        self._run_starts: dict[str, tuple[Any, float]] = {}
-        self._experiment_sessions: dict[str, Any] = {}
-        self._routes: dict[str, Any] = {}
-        self._started_in: set[tuple[str, str]] = set()
-        self._keys: Any = None
-        """An engine used only for the logical keys of a task's runs (the log's link)."""
-        self._said_metadata = False
 
     # -- activation -------------------------------------------------------------------
 
@@ -221,97 +210,12 @@ class MlflowTrackingHook(Hooks):
         task_id = getattr(data.spec, "task_id", None)
         if task_id:
             self._task_ids[data.eval_id] = (data.run_id, task_id)
-        location = _log_location(data.eval_id)
+        location = log_location(data.eval_id)
         if location:
             self._log_locations[data.eval_id] = location
         await self._settings_from_metadata(data)
         await self._prepare("task_start", data)
         self._dispatch("task_start", data)
-
-    async def _settings_from_metadata(self, data: Any) -> None:
-        """Route the task to the experiment its metadata names; link its log to its run.
-
-        The one Inspect field the hook reads for settings: ``spec.metadata`` (the eval's
-        ``--metadata`` merged with the task's own), since task start is the first point
-        that carries it. Into the same dictionary, which Inspect writes to the log's
-        header when the task ends, goes where the task's run is (``mlflow_run``, with
-        the tags the metadata gave, which the mapping reads from there).
-        """
-        from inspect_mlflow._inspect.eval_metadata import LINK_KEY, eval_settings, run_link
-
-        settings = self._settings
-        if settings is None or settings.tracking_uri is None:
-            return
-        spec = data.spec
-        metadata = getattr(spec, "metadata", None) or {}
-        wanted = eval_settings(metadata)
-        if wanted.problems and not self._said_metadata:
-            self._said_metadata = True
-            logger.warning(
-                "inspect-mlflow: the eval's metadata has settings that were ignored: %s",
-                "; ".join(wanted.problems),
-            )
-        experiment = wanted.experiment or settings.experiment_name
-        session = None
-        if experiment != settings.experiment_name:
-            session = self._routes[data.eval_id] = self._experiment_session(experiment)
-        await self._start_run_in(experiment, data.run_id, session)
-        link: dict[str, Any] = {}
-        key = self._task_run_key(data)
-        if key is not None:
-            link = run_link(settings.tracking_uri, experiment, key)
-        if wanted.tags:
-            link["tags"] = dict(wanted.tags)
-        if link:
-            try:
-                spec.metadata = {**metadata, LINK_KEY: link}
-            except Exception as err:  # an EvalSpec that refuses: the run still logs
-                logger.debug("inspect-mlflow: cannot link the log to its run: %r", err)
-
-    async def _start_run_in(self, experiment: str, run_id: str, session: Any) -> None:
-        """Hand the run's start to ``session`` (None: the main one) once, at its time."""
-        entry = self._run_starts.get(run_id)
-        if entry is None or (experiment, run_id) in self._started_in:
-            return
-        self._started_in.add((experiment, run_id))
-        start, stamp = entry
-        session = session or self._session_for("run_start")
-        await self._prepare("run_start", start, session)
-        self._dispatch("run_start", start, session, stamp)
-
-    def _experiment_session(self, experiment: str) -> Any:
-        """The session logging to ``experiment`` (other than the environment's one)."""
-        session = self._experiment_sessions.get(experiment)
-        if session is None:
-            assert self._settings is not None
-            settings = dataclasses.replace(self._settings, experiment_name=experiment)
-            if settings.delivery == "process":
-                from inspect_mlflow._delivery.remote import RemoteSession
-
-                session = RemoteSession(settings, self._mapping)
-            else:
-                from inspect_mlflow._delivery.session import Session
-
-                session = Session(settings, self._mapping)
-            self._experiment_sessions[experiment] = session
-        return session
-
-    def _task_run_key(self, data: Any) -> str | None:
-        """The logical key of the deepest run the mapping opens at task start, if any."""
-        from inspect_mlflow._engine.engine import Engine
-        from inspect_mlflow._engine.views import context
-
-        if "task_start" not in self._points:
-            return None
-        try:
-            if self._keys is None or self._keys.mapping is not self._mapping:
-                self._keys = Engine(self._mapping, log_artifacts=False, traces=False)
-            ctx = context("task_start", data, **self._ids(data))
-            keys = self._keys.run_keys("task_start", ctx)
-        except Exception as err:
-            logger.debug("inspect-mlflow: no run key for the log's link: %r", err)
-            return None
-        return keys[-1] if keys else None
 
     async def on_task_end(self, data: Any) -> None:
         """Log the samples the task's log has but whose end never fired; close the task run."""
@@ -359,15 +263,10 @@ class MlflowTrackingHook(Hooks):
         session = self._routes.get(eval_id) or self._session_for("sample_end")
         if session is None:
             return
-        read = contextvars.Context().run  # no async-library context: Inspect's sync reader
         try:
-            loop = asyncio.get_running_loop()
-            # Shielded: an interrupted run ends inside a cancelled scope (bounded anyway).
-            with anyio.CancelScope(shield=True):
-                samples = await asyncio.wait_for(
-                    loop.run_in_executor(None, read, _read_samples, str(location), set(unended)),
-                    timeout=session.settings.flush_timeout,
-                )
+            samples = await unended_samples(
+                str(location), set(unended), session.settings.flush_timeout
+            )
         except Exception as err:
             if not self._said_reconcile:
                 self._said_reconcile = True
@@ -431,43 +330,8 @@ class MlflowTrackingHook(Hooks):
         await self._finish_run()
         self._termination.release()
 
-    async def _dispatch_run_end(self, data: Any) -> None:
-        """The run's end to each session that logged it, with the logs of its own tasks.
-
-        A run none of whose tasks started (Inspect rejected the eval, say) gets its start
-        and end in the environment's experiment.
-        """
-        home = self._settings.experiment_name if self._settings is not None else ""
-        if not any(run_id == data.run_id for _, run_id in self._started_in):
-            await self._start_run_in(home, data.run_id, None)
-        self._run_starts.pop(data.run_id, None)
-        elsewhere = {
-            experiment: session
-            for experiment, session in self._experiment_sessions.items()
-            if (experiment, data.run_id) in self._started_in
-        }
-        at_home = (home, data.run_id) in self._started_in
-        self._started_in.discard((home, data.run_id))
-        if not elsewhere:
-            self._dispatch("run_end", data)
-            return
-        logs = list(data.logs or [])
-        if at_home:
-            here = [log for log in logs if log.eval.eval_id not in self._routes]
-            self._dispatch("run_end", dataclasses.replace(data, logs=here), self._session)
-        for experiment, session in elsewhere.items():
-            self._started_in.discard((experiment, data.run_id))
-            own = [log for log in logs if self._routes.get(log.eval.eval_id) is session]
-            self._dispatch("run_end", dataclasses.replace(data, logs=own), session)
-
     async def _logs_on_disk(self, run_id: str) -> list[Any]:
-        """The finished logs of this run's tasks that are still open, read from disk.
-
-        Off the event loop, shielded (an interrupted run ends in a cancelled scope) and
-        bounded by the flush timeout: a slow or remote log dir must not hold the exit.
-        """
-        import contextvars
-
+        """The finished logs of this run's tasks that are still open, read from disk."""
         wanted = {
             eval_id: self._log_locations[eval_id]
             for eval_id, owner in self._open_tasks.items()
@@ -475,23 +339,7 @@ class MlflowTrackingHook(Hooks):
         }
         if not wanted or self._session is None:
             return []
-        read = contextvars.Context().run  # no async-library context: Inspect's sync reader
-        headers: list[Any] = []
-        with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self._session.settings.flush_timeout) as scope:
-                try:
-                    headers = await anyio.to_thread.run_sync(
-                        read, _read_headers, wanted, abandon_on_cancel=True
-                    )
-                except Exception as err:
-                    logger.warning("inspect-mlflow: could not read the cancelled logs: %r", err)
-        if scope.cancelled_caught:
-            logger.warning(
-                "inspect-mlflow: the cancelled tasks' logs were not read within %gs "
-                "(INSPECT_MLFLOW_FLUSH_TIMEOUT); their runs keep what their samples logged",
-                self._session.settings.flush_timeout,
-            )
-        return headers
+        return await cancelled_logs(wanted, self._session.settings.flush_timeout)
 
     async def _finish_run(self) -> None:
         await self._finish_experiment_sessions()
@@ -512,20 +360,6 @@ class MlflowTrackingHook(Hooks):
                 if self._session is session:
                     self._session = None
 
-    async def _finish_experiment_sessions(self) -> None:
-        """Deliver the sessions of other experiments; close those with no run left open."""
-        with anyio.CancelScope(shield=True):  # as the main session's (see below)
-            for experiment, session in list(self._experiment_sessions.items()):
-                timeout = session.settings.flush_timeout
-                await anyio.to_thread.run_sync(session.finish, timeout)
-                _say_where(session.settings)
-                if not session.has_open_runs():
-                    await anyio.to_thread.run_sync(session.close, timeout)
-                    del self._experiment_sessions[experiment]
-                    for eval_id, routed in list(self._routes.items()):
-                        if routed is session:
-                            del self._routes[eval_id]
-
 
 def _say_where(settings: Settings) -> None:
     """One line at the end of each eval: where it logged (stderr with display=none too)."""
@@ -533,52 +367,6 @@ def _say_where(settings: Settings) -> None:
 
     if settings.tracking_uri:
         say_where(settings.tracking_uri, settings.experiment_name)
-
-
-def _read_samples(location: str, wanted: set[tuple[Any, int]]) -> list[Any]:
-    """The samples ``wanted`` (id, epoch) that the log at ``location`` holds, by completion.
-
-    Runs in a worker thread: the summaries say which are there, then only those are read.
-    """
-    from inspect_ai.log import read_eval_log_sample, read_eval_log_sample_summaries
-
-    found = [s for s in read_eval_log_sample_summaries(location) if (s.id, s.epoch) in wanted]
-    found.sort(key=lambda s: (str(s.completed_at or s.started_at or ""), str(s.id), s.epoch))
-    return [
-        read_eval_log_sample(location, id=s.id, epoch=s.epoch, resolve_attachments=True)
-        for s in found
-    ]
-
-
-def _log_location(eval_id: str) -> str | None:
-    """Where Inspect writes this task's log: its control registry has it at task start.
-
-    Not a public API: when it is missing, a cancelled task keeps only what its samples
-    logged.
-    """
-    try:
-        from inspect_ai._control.eval_state import get_eval_state
-
-        location = getattr(get_eval_state(eval_id), "log_location", None)
-    except Exception:
-        return None
-    return location if isinstance(location, str) and location else None
-
-
-def _read_headers(locations: dict[str, str]) -> list[Any]:
-    """Headers of the logs at ``locations`` that their task finished (not ``started``)."""
-    from inspect_ai.log import read_eval_log
-
-    headers = []
-    for eval_id, location in locations.items():
-        try:
-            log = read_eval_log(location, header_only=True)
-        except Exception as err:
-            logger.debug("inspect-mlflow: cannot read the log %s: %r", location, err)
-            continue
-        if log.eval.eval_id == eval_id and log.status != "started":
-            headers.append(log)
-    return headers
 
 
 def _prestart_delivery() -> None:
