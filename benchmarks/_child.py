@@ -22,13 +22,22 @@ It writes one JSON object to ``--out``:
   instrumented. Garbage-collection pauses inside a step are left out: with thousands of
   samples in memory a full collection of the eval's heap takes 0.2-0.4 s, and it runs
   wherever an allocation happens to trigger it, in Inspect's code as in a callback;
-- ``gc_pause_max``: the longest of those pauses in the whole eval, in seconds.
+- ``gc_pause_max``: the longest of those pauses in the whole eval, in seconds;
+- ``first_sample_start``, ``after_last_sample``: seconds from the start of the clock to
+  the first sample's start, and from the last sample's completion (Inspect's own
+  ``completed_at`` stamps in the returned log) to the end of ``eval()``: the wait at the
+  end of an eval, hook off (Inspect's own closing work) and on.
+
+``--foreign`` runs the same eval where ``inspect_mlflow`` is another package (the other
+MLflow integration for Inspect, in its own virtual environment): the demo task is loaded
+from this checkout's file, and nothing of the hook is instrumented.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import resource
 import sys
@@ -36,6 +45,8 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Generator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from _cpu import peak_rss_kb, process_cpu
@@ -174,16 +185,28 @@ def instrument(holds: _Holds) -> None:
     MlflowTrackingHook.enabled = timed_enabled  # type: ignore[method-assign]
 
 
+DEMO_FILE = Path(__file__).resolve().parents[1] / "inspect_mlflow" / "_commands" / "demo.py"
+
+
+def _demo() -> Any:
+    """This checkout's demo module, loaded from its file (``inspect_mlflow`` may be another's)."""
+    spec = importlib.util.spec_from_file_location("_benchmark_demo", DEMO_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _model(latency: float) -> Any:
     """The demo's mock model; with ``latency``, each call first waits that many seconds.
 
     The wait is asynchronous, as a real provider's is: the event loop is free meanwhile,
     which is what the hook's background threads use.
     """
-    from inspect_mlflow._commands.demo import answer, demo_model
-
+    demo = _demo()
+    answer = demo.answer
     if latency <= 0:
-        return demo_model()
+        return demo.demo_model()
     import anyio
     from inspect_ai.model import get_model
 
@@ -210,7 +233,7 @@ def import_cost(out_path: str) -> int:
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     import inspect_mlflow._writer.mlflow_sink  # noqa: F401
-    import inspect_mlflow._writer.traces  # noqa: F401
+    import inspect_mlflow._writer.mlflow_sink.trace_send  # noqa: F401
 
     after = resource.getrusage(resource.RUSAGE_SELF)
     result = {
@@ -222,6 +245,46 @@ def import_cost(out_path: str) -> int:
     return 0
 
 
+def delivery_startup(out_path: str) -> int:
+    """CPU and memory of a delivery process before its first point, measured in a fresh one.
+
+    What ``process.main`` does before its message loop (interpreter start, our modules,
+    MLflow's import), plus loading the default mapping and the session's modules as its
+    first ``open`` does: the once-per-process cost that per-sample figures leave out.
+    """
+    import inspect_mlflow._delivery.process as process
+
+    process.prepare_http()
+    process._import_mlflow()
+    import inspect_mlflow._delivery.session  # noqa: F401
+    from inspect_mlflow._mapping import load_mapping
+
+    load_mapping(None)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {"cpu": usage.ru_utime + usage.ru_stime, "mb": usage.ru_maxrss / 1024}
+    with open(out_path, "w", encoding="utf-8") as out:
+        json.dump(result, out)
+    return 0
+
+
+def _sample_times(logs: Any, ended: float) -> tuple[float | None, float | None]:
+    """(first sample's start, wait after the last sample's completion), in seconds.
+
+    The start is measured from ``ended`` backwards like the wait, both on the wall clock
+    of Inspect's ``started_at``/``completed_at`` stamps.
+    """
+    starts, ends = [], []
+    for log in logs or []:
+        for sample in log.samples or []:
+            if sample.started_at:
+                starts.append(datetime.fromisoformat(sample.started_at).timestamp())
+            if sample.completed_at:
+                ends.append(datetime.fromisoformat(sample.completed_at).timestamp())
+    if not ends:
+        return None, None
+    return (min(starts) if starts else None), ended - max(ends)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, required=True)
@@ -229,37 +292,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--model-latency", type=float, default=0.0)
     parser.add_argument("--import-only", action="store_true")
+    parser.add_argument("--delivery-startup", action="store_true")
+    parser.add_argument("--foreign", action="store_true", help="inspect_mlflow is not ours")
     args = parser.parse_args(argv)
     if args.import_only:
         return import_cost(args.out)
+    if args.delivery_startup:
+        return delivery_startup(args.out)
 
     from inspect_ai import eval as inspect_eval
 
-    from inspect_mlflow._commands.demo import demo_task
-
     holds = _Holds()
-    instrument(holds)
-    task = demo_task(args.samples, name="overhead")
+    if not args.foreign:
+        instrument(holds)
+    task = _demo().demo_task(args.samples, name="overhead")
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="inspect-overhead-") as log_dir:
         began = time.perf_counter()
+        began_wall = time.time()
         model = _model(args.model_latency)  # Inspect loads the hooks here and asks them
         logs = inspect_eval(
             task, model=model, log_dir=log_dir, display="none", max_samples=args.max_samples
         )
         wall = time.perf_counter() - began
+        ended_wall = time.time()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        delivery = _delivery_process()
+        delivery_cpu = process_cpu(delivery) if delivery else None
+        delivery_maxrss_kb = peak_rss_kb(delivery) if delivery else None
+        first_start, after_last = _sample_times(logs, ended_wall)  # reads the log file
     status = logs[0].status if logs else "none"
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    delivery = _delivery_process()
     result = {
-        "delivery_cpu": process_cpu(delivery) if delivery else None,
-        "delivery_maxrss_kb": peak_rss_kb(delivery) if delivery else None,
+        "delivery_cpu": delivery_cpu,
+        "delivery_maxrss_kb": delivery_maxrss_kb,
         "wall": wall,
         "status": status,
         "maxrss_kb": usage.ru_maxrss,
         "cpu": usage.ru_utime + usage.ru_stime,
         "holds": holds.summary(),
         "gc_pause_max": GC.longest,
+        "first_sample_start": None if first_start is None else first_start - began_wall,
+        "after_last_sample": after_last,
         "mlflow_imported": "mlflow" in sys.modules,
     }
     with open(args.out, "w", encoding="utf-8") as out:
