@@ -127,11 +127,11 @@ def assert_matches_log(tracking_uri: str, experiment: str, log: Any) -> None:
     def steps(key: str) -> list[int]:
         return sorted(m.step for m in client.get_metric_history(run_id, key))
 
-    for key in ("sample/match", "sample/includes", "sample/total_time"):
+    for key in ("per_sample/match", "per_sample/includes", "per_sample/total_time"):
         assert steps(key) == list(range(n)), f"{key}: {steps(key)}"
     truth = eval_events(log.location)
-    assert steps("event/model_call") == list(range(truth["model"])), "event/model_call"
-    assert steps("event/tool_call") == list(range(truth["tool"])), "event/tool_call"
+    assert steps("per_call/model_call") == list(range(truth["model"])), "per_call/model_call"
+    assert steps("per_call/tool_call") == list(range(truth["tool"])), "per_call/tool_call"
     assert task.data.metrics["total_samples"] == n
 
     traces = TracingClient(tracking_uri).search_traces(

@@ -340,10 +340,10 @@ def check_landed(url: str, experiment: str, evals: list[EvalProcess]) -> dict[st
         samples = log.samples or []
         scorers = sorted({name for s in samples for name in (s.scores or {})})
         events = [e for s in samples for e in s.events]
-        expected_points = {f"sample/{scorer}": len(samples) for scorer in scorers}
-        expected_points["sample/total_time"] = len(samples)
-        expected_points["event/model_call"] = sum(e.event == "model" for e in events)
-        expected_points["event/tool_call"] = sum(e.event == "tool" for e in events)
+        expected_points = {f"per_sample/{scorer}": len(samples) for scorer in scorers}
+        expected_points["per_sample/total_time"] = len(samples)
+        expected_points["per_call/model_call"] = sum(e.event == "model" for e in events)
+        expected_points["per_call/tool_call"] = sum(e.event == "tool" for e in events)
         for key, count in expected_points.items():
             history = client.get_metric_history(run.info.run_id, key)
             steps = sorted(m.step for m in history)

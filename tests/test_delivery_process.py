@@ -273,7 +273,7 @@ def test_an_eval_process_killed_mid_run_gets_its_runs_closed_as_failed(
     task_run = runs["vanished"]
     assert {run.info.status for run in runs.values()} == {"FAILED"}, "no run left RUNNING"
     # the samples that ended before the kill were delivered, with their table rows
-    assert task_run.data.metrics["sample/total_time"] >= 0
+    assert task_run.data.metrics["per_sample/total_time"] >= 0
     samples = download_json(client, task_run.info.run_id, "inspect/samples.json")
     assert len(samples["data"]) == 3
 

@@ -76,10 +76,10 @@ def test_text_report_of_the_default_mapping(
         "    model = mockllm/model",
         f"    dataset.samples = {SAMPLES}",
         f"    total_samples  step 0: {SAMPLES}",
-        f"    sample/match  steps 0..{SAMPLES - 1} ({SAMPLES} points): first 1, last 1",
-        f"    event/model_call  steps 0..{2 * SAMPLES - 1} ({2 * SAMPLES} points): "
+        f"    per_sample/match  steps 0..{SAMPLES - 1} ({SAMPLES} points): first 1, last 1",
+        f"    per_call/model_call  steps 0..{2 * SAMPLES - 1} ({2 * SAMPLES} points): "
         f"first 1, last {2 * SAMPLES}",
-        f"    event/tool_call  steps 0..{SAMPLES - 1} ({SAMPLES} points): first 1, last {SAMPLES}",
+        f"    per_call/tool_call  steps 0..{SAMPLES - 1} ({SAMPLES} points): first 1, last {SAMPLES}",
         f"    inspect/samples.json: {SAMPLES} rows, ",
         f"    sample_results/demo_addition.json: {SAMPLES} records",
         "problems (0)",
@@ -121,8 +121,8 @@ def test_json_report_has_keys_values_and_steps(
     assert task["parent"] == parent["key"] and task["name"] == "demo_addition"
     assert task["params"]["task"] == "demo_addition"
     scores = [1.0 if s.scores["match"].value == "C" else 0.0 for s in log.samples]
-    assert task["metrics"]["sample/match"] == [[i, v] for i, v in enumerate(scores)]
-    assert [p[0] for p in task["metrics"]["event/model_call"]] == list(range(2 * SAMPLES))
+    assert task["metrics"]["per_sample/match"] == [[i, v] for i, v in enumerate(scores)]
+    assert [p[0] for p in task["metrics"]["per_call/model_call"]] == list(range(2 * SAMPLES))
     assert task["tables"]["inspect/samples.json"]["rows"] == SAMPLES
     assert task["tables"]["inspect/sample_scores.json"]["rows"] == 2 * SAMPLES
     assert task["traces"]["count"] == SAMPLES
@@ -240,7 +240,7 @@ def test_a_sample_that_cannot_be_read_ends_the_task_as_failed(
     assert [p.kind for p in report.problems] == ["unreadable"]
     assert "cannot read sample 2 (epoch 1)" in report.problems[0].message
     # The samples before the bad one are there; the task's error says where it stopped.
-    assert [p[0] for p in task.metrics["sample/match"]] == [0]
+    assert [p[0] for p in task.metrics["per_sample/match"]] == [0]
     [row] = task.tables["inspect/tasks.json"]["first_rows"]
     assert row["status"] == "error" and "stopped after 1 sample(s)" in row["error"]
 

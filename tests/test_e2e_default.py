@@ -100,24 +100,24 @@ def test_params(logged: dict) -> None:
 def test_per_sample_step_metrics(logged: dict) -> None:
     log = logged["log"]
     n = SAMPLES * EPOCHS
-    for key in ("sample/match", "sample/includes", "sample/total_time"):
+    for key in ("per_sample/match", "per_sample/includes", "per_sample/total_time"):
         points = history(logged, key)
         assert sorted(p.step for p in points) == list(range(n)), key
     correct = sum(1 for s in log.samples if s.scores["match"].value == "C")
-    assert sum(p.value for p in history(logged, "sample/match")) == correct
+    assert sum(p.value for p in history(logged, "per_sample/match")) == correct
 
 
 def test_event_metrics_match_the_log(logged: dict) -> None:
     truth = eval_events(logged["log"].location)
-    model_calls = history(logged, "event/model_call")
+    model_calls = history(logged, "per_call/model_call")
     assert sorted(p.step for p in model_calls) == list(range(truth["model"]))
     assert sorted(p.value for p in model_calls) == [float(i + 1) for i in range(truth["model"])]
-    assert len(history(logged, "event/input_tokens")) == truth["model"]
-    assert {p.value for p in history(logged, "event/input_tokens")} == {12.0}
-    tool_calls = history(logged, "event/tool_call")
+    assert len(history(logged, "per_call/input_tokens")) == truth["model"]
+    assert {p.value for p in history(logged, "per_call/input_tokens")} == {12.0}
+    tool_calls = history(logged, "per_call/tool_call")
     assert sorted(p.step for p in tool_calls) == list(range(truth["tool"]))
-    assert sum(p.value for p in history(logged, "event/tool_error")) == truth["tool_error"]
-    assert len(history(logged, "event/tool_time")) == truth["tool"]
+    assert sum(p.value for p in history(logged, "per_call/tool_error")) == truth["tool_error"]
+    assert len(history(logged, "per_call/tool_time")) == truth["tool"]
 
 
 def test_summary_metrics(logged: dict) -> None:

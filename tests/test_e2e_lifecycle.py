@@ -198,7 +198,7 @@ def assert_every_logged_sample_once(landed: Landed, name: str = "lossy") -> None
     scored = Counter((s.id, s.epoch) for s in log.samples or [] if s.scores)
     assert truth and max(truth.values()) == 1
     for scorer in ("match", "includes"):
-        points = landed.history(run, f"sample/{scorer}")
+        points = landed.history(run, f"per_sample/{scorer}")
         assert len(points) == sum(scored.values()), (scorer, len(points), scored)
         assert len({p.step for p in points}) == len(points)
     # Table rows: one per run of a sample; each logged run once (by its uuid).
@@ -248,7 +248,7 @@ def test_a_retried_set_logs_every_sample_of_its_final_log_once(retried_set: Land
     errors = [t for t in retried_set.traces(run) if t.info.state.value == "ERROR"]
     assert [t.info.tags["inspect.sample_id"] for t in errors] == [str(FAILING)]
     # The summary counts the reconciled samples too.
-    assert len(retried_set.history(run, "sample/total_time")) == SAMPLES + 1
+    assert len(retried_set.history(run, "per_sample/total_time")) == SAMPLES + 1
 
 
 # -- case 2 (task failing for good) and case 3: a plain eval whose task fails ---------

@@ -107,11 +107,11 @@ def test_per_sample_metrics_stay_on_their_task_run(
 ) -> None:
     run, log = two_tasks.run(name), _log_of(two_tasks, name)
     n = samples * EPOCHS
-    for key in ("sample/match", "sample/includes", "sample/total_time"):
+    for key in ("per_sample/match", "per_sample/includes", "per_sample/total_time"):
         assert_steps_unique_and_dense(two_tasks.history(run, key), n, key)
     correct = sum(1 for s in log.samples if s.scores["match"].value == "C")
-    assert sum(p.value for p in two_tasks.history(run, "sample/match")) == correct
-    times = sorted(p.value for p in two_tasks.history(run, "sample/total_time"))
+    assert sum(p.value for p in two_tasks.history(run, "per_sample/match")) == correct
+    times = sorted(p.value for p in two_tasks.history(run, "per_sample/total_time"))
     assert times == pytest.approx(sorted(s.total_time for s in log.samples))
     assert run.data.metrics["total_samples"] == n
 
@@ -120,14 +120,14 @@ def test_per_sample_metrics_stay_on_their_task_run(
 def test_event_counters_are_exact_per_task_run(two_tasks: Scenario, name: str) -> None:
     run, log = two_tasks.run(name), _log_of(two_tasks, name)
     truth = eval_events(log.location)
-    calls = two_tasks.history(run, "event/model_call")
-    assert_steps_unique_and_dense(calls, truth["model"], "event/model_call")
+    calls = two_tasks.history(run, "per_call/model_call")
+    assert_steps_unique_and_dense(calls, truth["model"], "per_call/model_call")
     assert sorted(p.value for p in calls) == [float(i + 1) for i in range(truth["model"])]
-    tools = two_tasks.history(run, "event/tool_call")
-    assert_steps_unique_and_dense(tools, truth["tool"], "event/tool_call")
-    for key in ("event/input_tokens", "event/output_tokens", "event/model_time"):
+    tools = two_tasks.history(run, "per_call/tool_call")
+    assert_steps_unique_and_dense(tools, truth["tool"], "per_call/tool_call")
+    for key in ("per_call/input_tokens", "per_call/output_tokens", "per_call/model_time"):
         assert_steps_unique_and_dense(two_tasks.history(run, key), truth["model"], key)
-    for key in ("event/tool_time", "event/tool_error"):
+    for key in ("per_call/tool_time", "per_call/tool_error"):
         assert_steps_unique_and_dense(two_tasks.history(run, key), truth["tool"], key)
     assert run.data.metrics["total_model_calls"] == truth["model"]
     assert run.data.metrics["total_tool_calls"] == truth["tool"]
@@ -217,8 +217,8 @@ def test_failed_tool_calls_are_counted_as_tool_errors(tool_errors: Scenario) -> 
     run, log = tool_errors.run("picky"), tool_errors.logs[0]
     truth = eval_events(log.location)
     assert 0 < truth["tool_error"] < truth["tool"]  # the scenario really has both kinds
-    errors = tool_errors.history(run, "event/tool_error")
-    assert_steps_unique_and_dense(errors, truth["tool"], "event/tool_error")
+    errors = tool_errors.history(run, "per_call/tool_error")
+    assert_steps_unique_and_dense(errors, truth["tool"], "per_call/tool_error")
     assert sum(p.value for p in errors) == truth["tool_error"]
     assert {p.value for p in errors} == {0.0, 1.0}
     events = [r for r in tool_errors.table(run, "inspect/events.json") if r["event"] == "tool"]
@@ -414,7 +414,7 @@ def test_an_interrupted_eval_is_killed(interrupted: Scenario) -> None:
     assert run.info.end_time is not None
     rows = interrupted.table(run, "inspect/samples.json")
     assert {1, 2} <= {r["sample_id"] for r in rows}
-    assert len(interrupted.history(run, "sample/match")) >= 2
+    assert len(interrupted.history(run, "per_sample/match")) >= 2
 
 
 # -- 5. a model name MLflow rejects in keys ---------------------------------------------
@@ -626,7 +626,7 @@ def test_two_evals_in_a_row_each_get_their_own_runs(tmp_path: Path) -> None:
         assert parent.info.run_name == f"inspect-{run_id[:8]}"
         assert task_run.info.status == parent.info.status == "FINISHED"
         assert task_run.data.metrics["total_samples"] == samples
-        history = client.get_metric_history(task_run.info.run_id, "sample/match")
+        history = client.get_metric_history(task_run.info.run_id, "per_sample/match")
         assert sorted(p.step for p in history) == list(range(samples))
 
 

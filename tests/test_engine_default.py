@@ -172,9 +172,9 @@ def test_per_sample_metrics_step_through_every_completed_sample(ok: Replay) -> N
     ended = samples_ended(ok.rec)
     assert len(ended) == len(SAMPLES) * EPOCHS
     # step i belongs to the i-th sample_end (completion order across epochs)
-    assert ok.metric_points("sample/total_time") == [(s.total_time, i) for i, s in enumerate(ended)]
-    assert ok.metric_points("sample/match") == [(1.0, i) for i in range(len(ended))]
-    assert ok.metric_points("sample/digits") == [
+    assert ok.metric_points("per_sample/total_time") == [(s.total_time, i) for i, s in enumerate(ended)]
+    assert ok.metric_points("per_sample/match") == [(1.0, i) for i in range(len(ended))]
+    assert ok.metric_points("per_sample/digits") == [
         (float(s.scores["digits"].value), i) for i, s in enumerate(ended)
     ]
     assert {s.scores["digits"].value for s in ended} == {1, 2}
@@ -187,17 +187,17 @@ def test_event_metrics_count_each_model_and_tool_call_once(ok: Replay) -> None:
     assert model_calls == len(SAMPLES) * EPOCHS * 2 and tool_calls == len(SAMPLES) * EPOCHS
     assert deliveries["model"] == 2 * model_calls, "Inspect delivers each model event twice"
 
-    calls = ok.metric_points("event/model_call")
+    calls = ok.metric_points("per_call/model_call")
     assert calls == [(float(i + 1), i) for i in range(model_calls)]
-    for key, value in (("event/input_tokens", 10.0), ("event/output_tokens", 5.0)):
+    for key, value in (("per_call/input_tokens", 10.0), ("per_call/output_tokens", 5.0)):
         assert ok.metric_points(key) == [(value, i) for i in range(model_calls)]
-    model_time = ok.metric_points("event/model_time")
+    model_time = ok.metric_points("per_call/model_time")
     assert [s for _, s in model_time] == list(range(model_calls))
     assert all(v > 0 for v, _ in model_time)
 
-    assert ok.metric_points("event/tool_call") == [(float(i + 1), i) for i in range(tool_calls)]
-    assert ok.metric_points("event/tool_error") == [(0.0, i) for i in range(tool_calls)]
-    assert [s for _, s in ok.metric_points("event/tool_time")] == list(range(tool_calls))
+    assert ok.metric_points("per_call/tool_call") == [(float(i + 1), i) for i in range(tool_calls)]
+    assert ok.metric_points("per_call/tool_error") == [(0.0, i) for i in range(tool_calls)]
+    assert [s for _, s in ok.metric_points("per_call/tool_time")] == list(range(tool_calls))
 
 
 def test_model_event_seen_before_its_timing_is_counted_when_complete() -> None:
@@ -214,10 +214,10 @@ def test_model_event_seen_before_its_timing_is_counted_when_complete() -> None:
         points.append((point, data))
     result = replay(rec, points=iter(points))
     model_calls = events_in_log(rec, "model")
-    assert result.metric_points("event/model_call") == [
+    assert result.metric_points("per_call/model_call") == [
         (float(i + 1), i) for i in range(model_calls)
     ]
-    times = result.metric_points("event/model_time")
+    times = result.metric_points("per_call/model_time")
     assert len(times) == model_calls and all(v > 0 for v, _ in times)
 
 
@@ -361,7 +361,7 @@ def test_failing_task_without_task_end_is_closed_failed_at_run_end(failing: Repl
 def test_failed_model_call_is_counted_once(failing: Replay) -> None:
     model_events = [e for s in samples_ended(failing.rec) for e in s.events if e.event == "model"]
     assert any(e.error for e in model_events) and any(e.completed is None for e in model_events)
-    calls = failing.metric_points("event/model_call")
+    calls = failing.metric_points("per_call/model_call")
     assert calls == [(float(i + 1), i) for i in range(len(model_events))]
 
 

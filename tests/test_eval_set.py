@@ -180,10 +180,10 @@ def test_a_retried_task_continues_one_run_with_the_last_attempt_on_top(logged: d
 def test_reused_samples_are_counted_once(logged: dict) -> None:
     run, log = logged["by_name"]["flaky"], logged["retried_logs"]["flaky"]
     # Samples 1 and 2 ran in attempt 1 and were reused by attempt 2 (no second end).
-    scores = history(logged, run, "sample/match")
+    scores = history(logged, run, "per_sample/match")
     assert len(scores) == SAMPLES and [s for s, _ in scores] == sorted(s for s, _ in scores)
     # Every model call of the final log counted once, at consecutive steps.
-    calls = history(logged, run, "event/model_call")
+    calls = history(logged, run, "per_call/model_call")
     assert [s for s, _ in calls] == list(range(final_model_events(log)))
     assert run.data.metrics["total_model_calls"] == final_model_events(log)
     rows = download_json(logged["client"], run.info.run_id, "inspect/samples.json")
@@ -191,16 +191,16 @@ def test_reused_samples_are_counted_once(logged: dict) -> None:
     assert sorted(set(ids)) == [1, 2, 3, 4, 5] and ids.count(1) == 1 and ids.count(2) == 1
     # Sample 3 failed twice (a sample retry, then the failure that ended task attempt 1):
     # its failed run records 2 attempts, its re-run in task attempt 2 all 3.
-    assert [v for _, v in history(logged, run, "sample/attempts")] == [2.0, 3.0]
+    assert [v for _, v in history(logged, run, "per_sample/attempts")] == [2.0, 3.0]
 
 
 def test_sample_retries_count_once_with_their_attempts(logged: dict) -> None:
     run = logged["by_name"]["steady"]
     assert run.info.status == "FINISHED"
     assert history(logged, run, "attempts") == [(0, 1.0)]  # the task itself ran once
-    totals = history(logged, run, "sample/total_time")
+    totals = history(logged, run, "per_sample/total_time")
     assert [s for s, _ in totals] == [0, 1, 2]  # three samples, one point each
-    assert [v for _, v in history(logged, run, "sample/attempts")] == [2.0]
+    assert [v for _, v in history(logged, run, "per_sample/attempts")] == [2.0]
     traces = logged["client"].search_traces(
         locations=[run.info.experiment_id], run_id=run.info.run_id
     )
@@ -240,11 +240,11 @@ def test_a_resumed_set_continues_its_runs(logged: dict) -> None:
     assert history(logged, run, "total_samples") == [(1, SAMPLES)]  # the failed log has none
     assert run.data.metrics["completed_samples"] == log.results.completed_samples == SAMPLES
     # Step counters carried on across the two calls.
-    calls = history(logged, run, "event/model_call")
+    calls = history(logged, run, "per_call/model_call")
     assert [s for s, _ in calls] == list(range(len(calls)))
     assert [v for _, v in calls] == [float(i + 1) for i in range(len(calls))]
     assert run.data.metrics["total_model_calls"] == final_model_events(log)
-    scores = history(logged, run, "sample/match")
+    scores = history(logged, run, "per_sample/match")
     assert len(scores) == SAMPLES
     assert_no_point_twice(logged, run)
     # Tables kept the rows of the first call: one row per attempt in tasks.json.

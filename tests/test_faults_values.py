@@ -192,7 +192,7 @@ def test_the_eval_is_not_disturbed_and_the_good_values_land(odd_eval):
     metrics = odd_eval["task"].data.metrics
     history = odd_eval["client"].get_metric_history(odd_eval["task"].info.run_id, "abs_id")
     assert sorted(m.value for m in history) == [1, 2, 4, 6], "the text ids skipped one write"
-    assert "sample/odd_numbers" in metrics
+    assert "per_sample/odd_numbers" in metrics
     assert not odd_eval["spool"].exists() or not list(odd_eval["spool"].iterdir())
 
 

@@ -123,7 +123,7 @@ def test_same_metrics_values_and_steps(both: dict[str, Any]) -> None:
             got = [(m.step, m.value) for m in client.get_metric_history(imported.info.run_id, key)]
             assert sorted(got) == sorted(want), key
     task = both["imported"]["demo_addition"]
-    steps = [m.step for m in client.get_metric_history(task.info.run_id, "sample/match")]
+    steps = [m.step for m in client.get_metric_history(task.info.run_id, "per_sample/match")]
     assert sorted(steps) == list(range(SAMPLES * EPOCHS))
 
 
@@ -139,7 +139,7 @@ def test_times_come_from_the_log(both: dict[str, Any]) -> None:
     last = max(int(_ms(s.completed_at)) for s in log.samples)
     assert task.info.end_time == max(int(_ms(log.stats.completed_at)), last)
     assert task.info.end_time < both["before_import_ms"]
-    history = client.get_metric_history(task.info.run_id, "sample/total_time")
+    history = client.get_metric_history(task.info.run_id, "per_sample/total_time")
     ends = sorted(int(_ms(s.completed_at)) for s in log.samples)
     assert sorted(m.timestamp for m in history) == ends
 

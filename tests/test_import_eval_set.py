@@ -172,6 +172,6 @@ def test_same_history_as_live(logged: dict[str, Any]) -> None:
             ]
             assert sorted(got) == sorted(want), metric
     task = task_run(logged["after_second"])
-    steps = [m.step for m in client.get_metric_history(task.info.run_id, "sample/total_time")]
+    steps = [m.step for m in client.get_metric_history(task.info.run_id, "per_sample/total_time")]
     # Attempt 1 ran samples 1-3 (2 failed, 3 was cancelled); attempt 2 reused sample 1.
     assert sorted(steps) == list(range(SAMPLES + SAMPLES - 1))

@@ -41,8 +41,8 @@ SAMPLES = 6
 
 
 def to_number(value: Any) -> float:
-    """A score as the mapping's ``to_number`` gives it (C 1, I 0)."""
-    return float(MappingFunctions()._func_to_number(value))
+    """A score as the mapping's ``score_value`` gives it (C 1, I 0)."""
+    return float(MappingFunctions()._func_score_value(value))
 
 
 def snapshot(client: MlflowClient, uri: str, experiment: str) -> dict[str, Any]:
@@ -180,7 +180,7 @@ def test_per_sample_metrics_equal_the_rescored_log(rescored: dict[str, Any]) -> 
     # The import's steps: the samples in the order the log says they completed.
     in_order = sorted(log.samples, key=lambda s: (s.completed_at, s.started_at, s.epoch, s.id))
     for scorer in ("match", "includes"):
-        history = client.get_metric_history(task.info.run_id, f"sample/{scorer}")
+        history = client.get_metric_history(task.info.run_id, f"per_sample/{scorer}")
         got = sorted((m.step, m.value) for m in history)
         want = [(i, to_number(s.scores[scorer].value)) for i, s in enumerate(in_order)]
         assert got == want, scorer
@@ -269,7 +269,7 @@ def test_a_scorer_appended_later_joins_the_assessments_already_there(
         sample = by_id[trace.info.tags["inspect.sample_id"]]
         [exact] = [a for a in trace.info.assessments if a.name == "exact"]
         assert exact.value == to_number(sample.scores["exact"].value)
-    history = client.get_metric_history(task.info.run_id, "sample/exact")
+    history = client.get_metric_history(task.info.run_id, "per_sample/exact")
     assert len(history) == SAMPLES
     [mean] = client.get_metric_history(task.info.run_id, "exact/mean")
     assert mean.value == pytest.approx(

@@ -160,7 +160,7 @@ def test_the_data_around_the_secrets_still_landed_masked(planted):
         str(getattr(op, "inputs", "")) + str(getattr(op, "rows", "")) for op in planted["emitted"]
     ]
     assert any("token ***, password ***" in t for t in texts), "masked, not dropped"
-    history = client.get_metric_history(task.info.run_id, "sample/match")
+    history = client.get_metric_history(task.info.run_id, "per_sample/match")
     assert len(history) == 3, "every sample's data landed"
 
 
@@ -416,7 +416,7 @@ def test_import_stores_no_token(token_log, tmp_path, _sqlite_template, capsys):
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     [task] = [r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "echo_token"]
-    assert len(client.get_metric_history(task.info.run_id, "sample/includes")) == 2, "landed"
+    assert len(client.get_metric_history(task.info.run_id, "per_sample/includes")) == 2, "landed"
     assert files_containing(store, ("my token is ***",)), "masked, not dropped"
 
 

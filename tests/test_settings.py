@@ -453,7 +453,7 @@ def test_with_artifacts_off_metrics_and_traces_still_land(tmp_path: Path) -> Non
     assert client.list_artifacts(run.info.run_id) == []
     assert "mlflow.loggedArtifacts" not in run.data.tags
     assert run.data.metrics["total_samples"] == 3
-    assert len(client.get_metric_history(run.info.run_id, "sample/match")) == 3
+    assert len(client.get_metric_history(run.info.run_id, "per_sample/match")) == 3
     assert run.data.params["task"] == "settings_demo"
     assert len(traces) == 3
 
