@@ -41,7 +41,7 @@ from context_notes import (  # noqa: E402  (tools/ is not a package)
     POINT_NOTES,
 )
 
-from inspect_mlflow._inspect.payload_fields import (  # noqa: E402
+from inspect_mlflow._inspect.payload_shapes import (  # noqa: E402
     ANY,
     Dict,
     List,

@@ -35,12 +35,8 @@ from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
 from inspect_mlflow._engine.engine import Engine, Problem, Problems
 from inspect_mlflow._engine.values import MAX_CELL_CHARS, MAX_PARAM_CHARS, MAX_TAG_CHARS
 from inspect_mlflow._engine.views import MISSING, context
-from inspect_mlflow._inspect.payload_fields import (
-    FieldTypo,
-    absent_field,
-    explain_error,
-    field_typos,
-)
+from inspect_mlflow._inspect.field_errors import absent_field, explain_error
+from inspect_mlflow._inspect.payload_fields import FieldTypo, field_typos
 from inspect_mlflow._keys import TRUNCATION_MARKER
 from inspect_mlflow._mapping.model import (
     CompiledMapping,
