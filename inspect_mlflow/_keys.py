@@ -25,6 +25,10 @@ from typing import Any
 MAX_KEY_LENGTH = 250
 """MLflow's limit on param, metric and tag key length."""
 
+MAX_TAG_CHARS = 8000
+"""MLflow's limit on a tag value, of a run and of a trace alike (``MAX_TAG_VAL_LENGTH``
+and ``MAX_TRACE_TAG_VAL_LENGTH`` in ``mlflow.utils.validation``)."""
+
 TRUNCATION_MARKER = "...[truncated]"
 """Appended to text cut by :func:`truncate_text`, so a reader knows it was cut."""
 
@@ -180,6 +184,27 @@ def to_text(value: Any) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else json.dumps(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def finite(value: Any, *, as_text: bool = False) -> Any:
+    """``value`` with NaN and infinities replaced, at any depth: JSON has no such numbers.
+
+    They become null, what MLflow's UI parses in tables and documents; with ``as_text``
+    they become their text (``"nan"``, ``"inf"``, ``"-inf"``) and keys become text too,
+    for trace values a person reads, where a null would hide what was there.
+
+    >>> finite({"a": [1.5, float("nan")]}), finite([float("-inf")], as_text=True)
+    ({'a': [1.5, None]}, ['-inf'])
+    """
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return str(value) if as_text else None
+    if isinstance(value, dict):
+        return {(str(k) if as_text else k): finite(v, as_text=as_text) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v, as_text=as_text) for v in value]
+    return value
 
 
 _MODEL_NAME_REFUSED = re.compile(r"[/:.%\"']")

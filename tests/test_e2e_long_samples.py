@@ -35,7 +35,8 @@ from inspect_mlflow._commands.demo import DEMO_MODEL, add_tool, answer, demo_tas
 from inspect_mlflow._delivery import remote as _remote
 from inspect_mlflow._engine.values import MAX_CELL_CHARS, MAX_RECORD_CHARS
 from inspect_mlflow._operations import LogTrace, SpanData
-from inspect_mlflow._writer.traces import DROPPED_SPANS, build_trace, span_id_for
+from inspect_mlflow._writer.mlflow_sink.trace_build import build_trace
+from inspect_mlflow._writer.mlflow_sink.trace_values import DROPPED_SPANS, span_id_for
 
 pytestmark = pytest.mark.e2e
 

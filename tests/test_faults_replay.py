@@ -110,7 +110,7 @@ class BlockingSink(MlflowSink):
             self.entered.set()
             self.release.wait(30)
             return super()._call(name, *args, **kwargs)  # lands, though abandoned
-        cancelled = self._cancelled
+        cancelled = self.cancelled
         result = super()._call(name, *args, **kwargs)
         if cancelled:
             self.after_cancel.append(name)  # a call that went out after the cancel

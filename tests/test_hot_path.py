@@ -111,7 +111,8 @@ class _Overlap:
 def test_traces_start_side_by_side_over_http_and_failures_stay_theirs(server_store: Any) -> None:
     from mlflow.tracing.client import TracingClient
 
-    from inspect_mlflow._writer.traces import TraceSender, TraceSendError, trace_id_for
+    from inspect_mlflow._writer.mlflow_sink.trace_send import TraceSender, TraceSendError
+    from inspect_mlflow._writer.mlflow_sink.trace_values import trace_id_for
 
     client = server_store.client()
     experiment_id = server_store.create_experiment()
@@ -136,7 +137,7 @@ def test_traces_start_side_by_side_over_http_and_failures_stay_theirs(server_sto
 
 
 def test_local_stores_are_written_one_request_at_a_time() -> None:
-    from inspect_mlflow._writer.traces import TraceSender
+    from inspect_mlflow._writer.mlflow_sink.trace_send import TraceSender
 
     assert TraceSender("sqlite:///x.db", "1", max_parallel_requests=8).max_parallel_requests == 1
     assert TraceSender("http://h:5000", "1", max_parallel_requests=8).max_parallel_requests == 8
@@ -245,8 +246,8 @@ def test_a_runs_documents_and_tables_upload_side_by_side_at_close(
     from inspect_mlflow._writer.mlflow_sink import LOGGED_ARTIFACTS_TAG
 
     sink = server_store.sink()
-    slow = _SlowUploads(sink._log_text)
-    sink._log_text = slow  # type: ignore[method-assign]
+    slow = _SlowUploads(sink._tables.log_text)
+    sink._tables.log_text = slow  # type: ignore[method-assign]
     paths = [f"inspect/t{i}.json" for i in range(4)]
     sink.send([OpenRun(run="eval:u", kind="eval", name="u", parent=None, tags={})])
     before = server_store.server.log_size()

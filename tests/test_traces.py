@@ -12,20 +12,16 @@ import json
 import math
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from inspect_mlflow._operations import FeedbackData, LogTrace, SpanData
 from inspect_mlflow._writer.mlflow_sink import classify
-from inspect_mlflow._writer.traces import (
-    DROPPED_SPANS,
-    TraceSender,
-    TraceSendError,
-    build_trace,
-    span_id_for,
-    trace_id_for,
-)
+from inspect_mlflow._writer.mlflow_sink.trace_build import build_trace
+from inspect_mlflow._writer.mlflow_sink.trace_send import TraceSender, TraceSendError
+from inspect_mlflow._writer.mlflow_sink.trace_values import DROPPED_SPANS, span_id_for, trace_id_for
 
 MS = 1_000_000
 TOLERANCE_NS = 10 * MS
@@ -519,6 +515,18 @@ def test_assessments_fall_back_to_one_request_each(mlflow_store: Any) -> None:
     assert sorted(len(t.info.assessments) for t in traces) == [3, 3]
     values = sorted(str(a.value) for t in traces for a in t.info.assessments)
     assert values.count("great") == 2
+
+
+def test_trace_tags_keep_what_mlflow_keeps_of_a_tag(sqlite_store: Any) -> None:
+    """A trace tag is cut where MLflow's tag limit is (8000 characters), as a run tag is."""
+    experiment_id, run_id = new_run(sqlite_store)
+    op = make_trace(uuid.uuid4().hex)
+    op = replace(op, tags={"whole": "w" * 7000, "long": "l" * 9000})
+    TraceSender(sqlite_store.tracking_uri, experiment_id).send([(op, run_id)])
+    [trace] = traces_of(sqlite_store, experiment_id, run_id)
+    assert trace.info.tags["whole"] == "w" * 7000
+    long = trace.info.tags["long"]
+    assert len(long) == 8000 and long.endswith("...[truncated]")
 
 
 def test_switched_off_sender_writes_nothing(sqlite_store: Any) -> None:

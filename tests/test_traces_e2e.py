@@ -30,7 +30,8 @@ from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._operations import LogTrace
-from inspect_mlflow._writer.traces import TraceSender, trace_id_for
+from inspect_mlflow._writer.mlflow_sink.trace_send import TraceSender
+from inspect_mlflow._writer.mlflow_sink.trace_values import trace_id_for
 
 pytestmark = pytest.mark.e2e
 

@@ -471,9 +471,9 @@ def test_traces_go_to_the_trace_sender_with_their_run_ids(sqlite_store, monkeypa
         def send(self, items):
             self.items.extend(items)
 
-    module = types.ModuleType("inspect_mlflow._writer.traces")
+    module = types.ModuleType("inspect_mlflow._writer.mlflow_sink.trace_send")
     module.TraceSender = FakeTraceSender
-    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.traces", module)
+    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.mlflow_sink.trace_send", module)
     sink = sqlite_store.sink(trace_options={"max_spans_per_trace": 7, "max_attribute_chars": 500})
     trace = LogTrace("task:e1", "sample-1", "sample 1", 0, 1)
     sink.send([*open_runs(), trace, CloseRun("task:e1", "FINISHED", T0)])
@@ -499,9 +499,9 @@ def test_traces_that_fail_transiently_are_the_only_ones_pending(sqlite_store, mo
         def send(self, items):
             raise Flaky([items[1]])
 
-    module = types.ModuleType("inspect_mlflow._writer.traces")
+    module = types.ModuleType("inspect_mlflow._writer.mlflow_sink.trace_send")
     module.TraceSender = FakeTraceSender
-    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.traces", module)
+    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.mlflow_sink.trace_send", module)
     sink = sqlite_store.sink()
     t1, t2 = (LogTrace("eval:r1", f"s{i}", "s", 0, 1) for i in (1, 2))
     close = CloseRun("eval:r1", "FINISHED", T0)
@@ -545,9 +545,9 @@ def _fake_trace_module(monkeypatch, send) -> None:
         def send(self, items):
             return send(items)
 
-    module = types.ModuleType("inspect_mlflow._writer.traces")
+    module = types.ModuleType("inspect_mlflow._writer.mlflow_sink.trace_send")
     module.TraceSender = FakeTraceSender
-    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.traces", module)
+    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.mlflow_sink.trace_send", module)
 
 
 class _Failed(Exception):
@@ -643,7 +643,7 @@ def _raise(error: BaseException) -> None:
 def test_without_the_traces_module_traces_are_skipped_with_one_warning(
     sqlite_store, monkeypatch, caplog
 ):
-    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.traces", None)
+    monkeypatch.setitem(sys.modules, "inspect_mlflow._writer.mlflow_sink.trace_send", None)
     sink = sqlite_store.sink()
     with caplog.at_level(logging.WARNING, logger="inspect_mlflow._writer.mlflow_sink"):
         sink.send([open_runs()[0], LogTrace("eval:r1", "s1", "s", 0, 1)])

@@ -134,7 +134,7 @@ def test_a_failed_server_version_check_is_forgotten(late_server) -> None:
     from mlflow.store.tracking.rest_store import RestStore
     from mlflow.utils.rest_utils import MlflowHostCreds
 
-    from inspect_mlflow._writer.traces import _classify, _forget_server_version
+    from inspect_mlflow._writer.mlflow_sink.trace_send import _classify, _forget_server_version
 
     class _Version(_Health):
         def do_GET(self) -> None:  # noqa: N802

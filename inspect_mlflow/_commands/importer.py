@@ -908,7 +908,7 @@ class Importer:
         """
         from mlflow.tracing.client import TracingClient
 
-        from inspect_mlflow._writer.traces import trace_id_for
+        from inspect_mlflow._writer.mlflow_sink.trace_values import trace_id_for
 
         assert self.settings.tracking_uri is not None
         run_id, experiment_id = run.info.run_id, run.info.experiment_id

@@ -204,7 +204,7 @@ def _import_mlflow() -> None:
     """Import the MLflow side now (seconds), while the eval is still starting."""
     try:
         import inspect_mlflow._writer.mlflow_sink  # noqa: F401
-        import inspect_mlflow._writer.traces  # noqa: F401
+        import inspect_mlflow._writer.mlflow_sink.trace_send  # noqa: F401
     except Exception:  # the session's own import will meet it again and report it
         pass
 
