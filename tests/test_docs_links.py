@@ -76,3 +76,12 @@ def test_every_relative_link_resolves(page: Path) -> None:
             if unquote(fragment) not in anchors(destination):
                 broken.append(f"{target}: no such heading in {destination.name}")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def test_the_configuration_page_names_every_variable_the_settings_read() -> None:
+    source = (ROOT / "inspect_mlflow" / "_config.py").read_text()
+    variables = set(re.findall(r"\"((?:INSPECT_MLFLOW|MLFLOW|DATABRICKS)_[A-Z_]+)\"", source))
+    assert "MLFLOW_TRACKING_URI" in variables
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = sorted(v for v in variables if f"`{v}`" not in page)
+    assert not missing, f"docs/configuration.md does not name {missing}"
