@@ -35,6 +35,7 @@ _PUBLIC: dict[str, str] = {
     "ScorerComparison": "inspect_mlflow._commands.compare",
     "PairedSample": "inspect_mlflow._commands.compare",
     "RunRef": "inspect_mlflow._commands.compare",
+    "render_text": "inspect_mlflow._commands.compare",
     "load_settings": "inspect_mlflow._config",
     "Settings": "inspect_mlflow._config",
     "SettingsError": "inspect_mlflow._config",
@@ -62,6 +63,7 @@ __all__ = [
     "ScorerComparison",
     "PairedSample",
     "RunRef",
+    "render_text",
     "load_settings",
     "Settings",
     "SettingsError",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
         ScorerComparison,
         compare_runs,
         compare_scores,
+        render_text,
     )
     from inspect_mlflow._commands.dryrun import DryRunReport, dry_run
     from inspect_mlflow._commands.importer import ImportReport, LogOutcome

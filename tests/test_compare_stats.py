@@ -13,7 +13,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from inspect_mlflow._commands.compare import compare_scores, holm
+from inspect_mlflow._commands.compare import compare_scores, holm, render_text
 from inspect_mlflow._commands.compare.stats import paired_bootstrap, reduce_epochs
 
 T_975_9 = 2.2621571628  # t table: 97.5 % quantile, 9 degrees of freedom
@@ -117,7 +117,7 @@ def test_one_sided_errored_non_numeric_and_epoch_counts_are_reported() -> None:
     assert row.epochs_a == {1: 4, 3: 1} and row.epochs_b == {1: 4, 2: 1}
     assert not row.binary and row.test == "paired_t"
     assert result.scorers_only_a == ["only_a"] and result.scorers_only_b == ["only_b"]
-    text = result.to_text()
+    text = render_text(result)
     for shown in ("only in A (2): 11, 12", "only in B (1): 13", "errored in B, no score (2): 5, 7"):
         assert shown in text
     assert "non-numeric in A (1): 6" in text and "epoch counts differ (1): 8" in text

@@ -26,7 +26,7 @@ def _experiment_id(uri: str, name: str) -> str:
 
 def run_compare(args: argparse.Namespace) -> int:
     """Compare, print (text or JSON) and, with ``--log``, record the comparison."""
-    from inspect_mlflow._commands.compare.report import log_comparison
+    from inspect_mlflow._commands.compare.report import log_comparison, render_text
     from inspect_mlflow._commands.compare.sources import compare_runs, resolve_target
 
     try:
@@ -59,7 +59,7 @@ def run_compare(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=2, ensure_ascii=False, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(comparison.to_text())
+        sys.stdout.write(render_text(comparison))
         if logged:
             print(f"\nlogged as MLflow run {logged}")
     return 0

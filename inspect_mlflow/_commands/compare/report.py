@@ -111,7 +111,7 @@ def _details(row: ScorerComparison) -> list[str]:
 
 
 def render_text(comparison: Comparison) -> str:
-    """The comparison as aligned plain text for a terminal."""
+    """The comparison as aligned plain text for a terminal (what ``compare`` prints)."""
     level = f"{comparison.confidence:.0%}"
     power = f"{comparison.power:.0%}"
     out = [

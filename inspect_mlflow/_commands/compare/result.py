@@ -1,7 +1,8 @@
 """The result of a comparison: plain dataclasses, the same for the CLI and the API.
 
 :class:`Comparison` holds one :class:`ScorerComparison` per scorer and epoch reducer;
-``to_dict`` gives the ``--format json`` document, ``to_text`` the terminal table.
+``to_dict`` gives the ``--format json`` document; the terminal table is
+:func:`~inspect_mlflow._commands.compare.report.render_text`, which reads this data.
 """
 
 from __future__ import annotations
@@ -116,9 +117,3 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (``--format json``)."""
         return asdict(self)
-
-    def to_text(self) -> str:
-        """The terminal table (see :mod:`inspect_mlflow._commands.compare.report`)."""
-        from inspect_mlflow._commands.compare.report import render_text
-
-        return render_text(self)
