@@ -52,99 +52,31 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from inspect_mlflow._operations import Operation
 from inspect_mlflow._writer.forking import reinit_after_fork
+from inspect_mlflow._writer.outcomes import (
+    STATS,
+    DeadlinePassed,
+    Diverted,
+    FailureCallback,
+    KeptProblems,
+    QueueFull,
+    RejectedCallback,
+    SentCallback,
+    WriterClosed,
+    is_transient,
+)
 from inspect_mlflow._writer.sink import Rejection, Sink, SinkError
+from inspect_mlflow._writer.writer_settings import WriterSettings
 
 logger = logging.getLogger(__name__)
 
-FailureCallback = Callable[[list[Operation], BaseException], None]
-"""``on_failure(ops, error)``: ``ops`` will not be delivered; called on the writer thread
-(or on the caller's thread for a full queue or a closed writer)."""
-
-RejectedCallback = Callable[[str, str, str], None]
-"""``on_rejected(run, key, reason)``: one value was refused; called on the writer thread."""
-
-SentCallback = Callable[[list[Operation]], None]
-"""``on_sent(ops)``: these operations landed; called on the writer thread."""
-
 THREAD_NAME = "inspect-mlflow-writer"
-
-STATS = (
-    "emitted",  # operations accepted into the queue
-    "batches_sent",  # sink.send calls that delivered their whole batch
-    "ops_sent",  # operations delivered
-    "send_errors",  # sink.send calls that raised
-    "retries",  # sends repeated after a transient failure
-    "ops_failed",  # operations handed to on_failure
-    "rejected",  # single values refused by the backend (reported to on_rejected)
-    "overflow",  # operations refused by emit because the queue was full
-)
-"""Names of the counters in :attr:`BackgroundWriter.stats`."""
-
-
-class WriterClosed(Exception):
-    """Operations were emitted after :meth:`BackgroundWriter.shutdown`."""
-
-    kind = "writer_closed"
-
-
-class QueueFull(Exception):
-    """Operations did not fit in the writer's queue (``max_queue_size``)."""
-
-    kind = "queue_full"
-
-
-class DeadlinePassed(Exception):
-    """The shutdown deadline passed before the operations could be sent."""
-
-    kind = "deadline"
-
-
-class Diverted(Exception):
-    """The writer was told to stop sending (:meth:`BackgroundWriter.divert`)."""
-
-    kind = "diverted"
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok:
-        bound = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise ValueError(f"{name} must be {bound} (seconds), got {value!r}")
-    return float(value)
-
-
-def _is_transient(error: BaseException) -> bool:
-    """Whether a plain exception from a sink is worth retrying."""
-    if isinstance(error, SinkError):
-        return error.transient
-    if getattr(error, "transient", False) is True:
-        return True
-    return isinstance(error, (ConnectionError, TimeoutError))
-
-
-def _kind(error: BaseException) -> str:
-    kind = getattr(error, "kind", None)
-    return kind if isinstance(kind, str) else type(error).__name__
 
 
 class BackgroundWriter:
@@ -193,27 +125,15 @@ class BackgroundWriter:
         Raises:
             ValueError: A setting is out of range; the message names it.
         """
-        self._max_queue_size = _positive_int("max_queue_size", max_queue_size)
-        self._max_batch_size = _positive_int("max_batch_size", max_batch_size)
-        if self._max_batch_size > self._max_queue_size:
-            raise ValueError(
-                f"max_batch_size ({max_batch_size}) must not exceed "
-                f"max_queue_size ({max_queue_size})"
-            )
-        self._schedule_delay = _seconds("schedule_delay", schedule_delay)
-        self._retry_timeout = _seconds("retry_timeout", retry_timeout, allow_zero=True)
-        self._backoff = _seconds("backoff", backoff)
-        self._max_backoff = _seconds("max_backoff", max_backoff)
-        if self._max_backoff < self._backoff:
-            raise ValueError(f"max_backoff ({max_backoff}) must be >= backoff ({backoff})")
+        self._settings = WriterSettings(
+            max_queue_size, max_batch_size, schedule_delay, retry_timeout, backoff, max_backoff
+        )
         self._sink = sink
-        self._on_failure = on_failure or self._keep_failed
-        self._on_rejected = on_rejected or self._keep_rejected
+        self._kept = KeptProblems(logger)
+        self._on_failure = on_failure or self._kept.keep_failed
+        self._on_rejected = on_rejected or self._kept.keep_rejected
         self._on_sent = on_sent
         self._thread_name = thread_name
-        self._failed: list[Operation] = []
-        self._rejected: list[Rejection] = []
-        self._warned: set[str] = set()
         self._stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self._init_state()
         self._thread.start()
@@ -267,18 +187,18 @@ class BackgroundWriter:
             elif self._diverted:
                 refused, error = list(ops), Diverted("the writer sends nothing more")
             else:
-                room = self._max_queue_size - len(self._queue)
+                room = self._settings.max_queue_size - len(self._queue)
                 accepted = ops[:room] if len(ops) > room else ops
                 self._queue.extend(accepted)
                 self._emitted += len(accepted)
                 self._stats["emitted"] += len(accepted)
-                if len(self._queue) >= self._max_batch_size:
+                if len(self._queue) >= self._settings.max_batch_size:
                     self._wake.set()
                 if len(accepted) < len(ops):
                     refused = list(ops[len(accepted) :])
                     self._stats["overflow"] += len(refused)
                     error = QueueFull(
-                        f"writer queue full ({self._max_queue_size} operations waiting)"
+                        f"writer queue full ({self._settings.max_queue_size} operations waiting)"
                     )
         if refused and error is not None:
             self._fail(refused, error)
@@ -399,20 +319,16 @@ class BackgroundWriter:
     @property
     def failed(self) -> list[Operation]:
         """Operations kept by the default ``on_failure``, oldest first (a copy)."""
-        with self._lock:
-            return list(self._failed)
+        return self._kept.failed
 
     @property
     def rejected(self) -> list[Rejection]:
         """Values kept by the default ``on_rejected`` (a copy)."""
-        with self._lock:
-            return list(self._rejected)
+        return self._kept.rejected
 
     def take_failed(self) -> list[Operation]:
         """Remove and return the kept undelivered operations (for a spool or a replay)."""
-        with self._lock:
-            taken, self._failed = self._failed, []
-            return taken
+        return self._kept.take_failed()
 
     def problem_summary(self, *, undelivered: bool = True) -> list[str]:
         """One line per kind of problem, for the summary logged at run end.
@@ -422,23 +338,7 @@ class BackgroundWriter:
                 it out when the ``on_failure`` callback reports them itself, as the spool
                 does).
         """
-        with self._lock:
-            stats = dict(self._stats)
-            rejected = list(self._rejected)
-        lines: list[str] = []
-        if undelivered and stats["ops_failed"]:
-            lines.append(f"{stats['ops_failed']} write operation(s) could not be delivered")
-        if stats["rejected"]:
-            by_key: dict[str, list[Rejection]] = {}
-            for r in rejected:
-                by_key.setdefault(r.key, []).append(r)
-            shown = ", ".join(
-                f"{key}{f' x{len(rs)}' if len(rs) > 1 else ''} ({rs[0].reason[:80]})"
-                for key, rs in list(by_key.items())[:5]
-            )
-            more = f" and {len(by_key) - 5} more key(s)" if len(by_key) > 5 else ""
-            lines.append(f"{stats['rejected']} value(s) rejected by the backend: {shown}{more}")
-        return lines
+        return self._kept.summary(self.stats, undelivered=undelivered)
 
     # -- writer thread ---------------------------------------------------------------
 
@@ -446,14 +346,14 @@ class BackgroundWriter:
         try:
             while True:
                 if not self._closing.is_set():
-                    self._wake.wait(self._schedule_delay)
+                    self._wake.wait(self._settings.schedule_delay)
                 self._wake.clear()
                 with self._lock:
                     batch = list(self._queue)
                     self._queue.clear()
                     self._taken = batch
-                for start in range(0, len(batch), self._max_batch_size):
-                    chunk = batch[start : start + self._max_batch_size]
+                for start in range(0, len(batch), self._settings.max_batch_size):
+                    chunk = batch[start : start + self._settings.max_batch_size]
                     with self._lock:
                         if self._abandoned:
                             return
@@ -527,7 +427,7 @@ class BackgroundWriter:
                 pending, last_error = list(error.pending), error
             except Exception as error:
                 self._count(send_errors=1)
-                if not _is_transient(error):
+                if not is_transient(error):
                     self._fail(pending, error)
                     return
                 last_error = error
@@ -565,19 +465,10 @@ class BackgroundWriter:
     def _wait_before_retry(
         self, attempt: int, first_failure: float, error: BaseException | None = None
     ) -> bool:
-        """Sleep the backoff delay; False when the retry would land past a deadline.
-
-        A failure with a ``retry_after`` (a server that did not answer its health check)
-        caps the delay: asking again is cheap, and the server may be back any moment.
-        """
-        delay = min(self._max_backoff, self._backoff * (2**attempt))
-        delay *= random.uniform(0.5, 1.0)
-        retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
-            delay = min(delay, max(0.0, float(retry_after)))
-        now = time.monotonic()
-        retry_at = now + delay
-        deadline = first_failure + self._retry_timeout
+        """Sleep the backoff delay; False when the retry would land past a deadline."""
+        delay = self._settings.retry_delay(attempt, error)
+        retry_at = time.monotonic() + delay
+        deadline = first_failure + self._settings.retry_timeout
         if self._closing.is_set():
             deadline = min(deadline, self._close_deadline)
         if retry_at > deadline:
@@ -617,25 +508,3 @@ class BackgroundWriter:
             self._on_rejected(rejection.run, rejection.key, rejection.reason)
         except Exception:
             logger.exception("inspect-mlflow: on_rejected callback raised")
-
-    def _keep_failed(self, ops: list[Operation], error: BaseException) -> None:
-        kind = _kind(error)
-        with self._lock:
-            self._failed.extend(ops)
-            first = kind not in self._warned
-            self._warned.add(kind)
-        if first:
-            logger.warning(
-                "inspect-mlflow: %d write operation(s) not delivered (%s): %s",
-                len(ops),
-                kind,
-                error,
-            )
-
-    def _keep_rejected(self, run: str, key: str, reason: str) -> None:
-        with self._lock:
-            self._rejected.append(Rejection(run, key, reason))
-            first = f"rejected:{key}" not in self._warned
-            self._warned.add(f"rejected:{key}")
-        if first:
-            logger.warning("inspect-mlflow: %r on run %s was rejected: %s", key, run, reason)
