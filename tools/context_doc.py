@@ -134,8 +134,9 @@ def code(text: str) -> str:
 
 
 def cell(text: str) -> str:
-    """Text for a Markdown table cell."""
-    return text.replace("|", "\\|").replace("<", "&lt;").strip()
+    """Text for a Markdown table cell: ``|`` escaped, ``<`` too outside code spans."""
+    parts = re.split(r"(`+[^`]*`+)", text.replace("|", "\\|"))
+    return "".join(p if p.startswith("`") else p.replace("<", "&lt;") for p in parts).strip()
 
 
 @functools.cache
