@@ -14,7 +14,6 @@ store, and compares what landed with Inspect's own log (``read_eval_log``, the t
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from inspect_ai.solver import TaskState, generate, use_tools
 from scenario_support import Scenario, run_scenario
 
 from inspect_mlflow._commands.demo import add_tool
-from inspect_mlflow._engine.engine import _UNKNOWN, _Points
 
 pytestmark = pytest.mark.e2e
 
@@ -315,28 +313,3 @@ def test_each_model_has_its_own_artifacts(two_models: Scenario) -> None:
         records = download_json(two_models.client, run.info.run_id, f"sample_results/{file}")
         truth = {s.id: s.output.completion for s in read_eval_log(log.location).samples or []}
         assert {r["id"]: r["output"] for r in records} == truth
-
-
-# -- the runtime's step bookkeeping (no eval) -------------------------------------------
-
-
-def test_points_keep_counter_steps_as_one_range_and_catch_reuse() -> None:
-    points = _Points(0, 1.0)
-    for step in range(1, 1000):
-        assert points.add(step, float(step)) is None
-    assert points.ranges == [[0, 999]]
-    assert points.add(999, 999.0) == 999.0  # the latest step: its value is known
-    assert points.add(3, 5.0) == 3.0  # an early step: remembered
-    assert points.add(500, 1.0) is _UNKNOWN  # a step past the kept values: still caught
-
-
-def test_points_merge_out_of_order_steps() -> None:
-    points = _Points(10, 0.0)
-    for step in (12, 11, 5, 7, 6, 20):
-        assert points.add(step, 1.0) is None
-    assert points.ranges == [[5, 7], [10, 12], [20, 20]]
-    assert points.add(8, 1.0) is None and points.add(9, 1.0) is None
-    assert points.ranges == [[5, 12], [20, 20]]
-    assert points.add(6, 1.0) == 1.0 and points.add(4, 2.0) is None
-    assert points.ranges == [[4, 12], [20, 20]]
-    assert json.dumps(points.values)  # plain numbers only

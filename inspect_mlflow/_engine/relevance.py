@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from inspect_mlflow._engine.engine import COMPUTED_NAMES as ENGINE_NAMES
 from inspect_mlflow._engine.expr_compiler import Evaluator, is_false
+from inspect_mlflow._engine.rule_document import COMPUTED_NAMES as ENGINE_NAMES
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import CompiledMapping, Expr
 

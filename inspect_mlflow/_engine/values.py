@@ -30,7 +30,10 @@ __all__ = [
     "MAX_TAG_CHARS",
     "REDACTED",
     "Rejected",
+    "cell_value",
+    "compact_json",
     "cut_strings",
+    "expr_text",
     "fit_json",
     "is_credential_key",
     "json_value",
@@ -280,6 +283,35 @@ def text_value(value: Any, limit: int) -> str | None:
     if plain is None or plain == "" or plain == [] or plain == {}:
         return None
     return truncate_text(to_text(plain), limit)
+
+
+def expr_text(value: Any) -> str | None:
+    """An expression result as text (JSON text for non-strings); null stays None.
+
+    For names and identities (run names, keys, model and dataset names): not cut and
+    not redacted, unlike :func:`text_value`.
+    """
+    if value is None:
+        return None
+    return to_text(to_json(value))
+
+
+def cell_value(value: Any) -> Any:
+    """A table cell: plain JSON, long strings cut with a marker, inside objects too."""
+    kind = type(value)
+    if kind is str:
+        return truncate_text(value, MAX_CELL_CHARS) if len(value) > MAX_CELL_CHARS else value
+    if kind is dict or kind is list:
+        return fit_json(value, MAX_CELL_CHARS)
+    return value
+
+
+def compact_json(value: Any) -> str:
+    """JSON text MLflow's UI can parse: non-finite numbers become null."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        return compact_json(_finite(value))
 
 
 def metric_value(value: Any) -> float | Rejected | None:
