@@ -219,13 +219,13 @@ def test_dict_scores_give_one_step_metric_per_numeric_member(shapes: Scenario) -
     log, run = _full_log(shapes), _task_run(shapes)
     samples = log.samples or []
     for member in ("id_len", "epoch_half"):
-        history = shapes.history(run, f"sample/parts/{member}")
+        history = shapes.history(run, f"per_sample/parts/{member}")
         assert sorted(p.step for p in history) == list(range(len(samples)))
         truth = [s.scores["parts"].value[member] for s in samples if s.scores]
         assert sorted(p.value for p in history) == sorted(truth)
-    assert "sample/parts/label" not in run.data.metrics  # text: an assessment, not a metric
-    assert "sample/parts" not in run.data.metrics
-    assert sorted(p.value for p in shapes.history(run, "sample/match")) == sorted(
+    assert "per_sample/parts/label" not in run.data.metrics  # text: an assessment, not a metric
+    assert "per_sample/parts" not in run.data.metrics
+    assert sorted(p.value for p in shapes.history(run, "per_sample/match")) == sorted(
         1.0 if s.scores and s.scores["match"].value == "C" else 0.0 for s in samples
     )
 
