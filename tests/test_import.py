@@ -26,7 +26,7 @@ from rich.console import Console
 
 from inspect_mlflow._commands.cli import build_parser, main
 from inspect_mlflow._commands.demo import demo_task
-from inspect_mlflow._commands.importer import run_import_command
+from inspect_mlflow._commands.import_command import run_import_command
 from inspect_mlflow._writer.mlflow_sink import MlflowSink
 
 pytestmark = pytest.mark.e2e

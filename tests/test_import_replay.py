@@ -15,15 +15,15 @@ import pytest
 from inspect_ai import hooks as inspect_hooks
 from payloads import record_scenario
 
-from inspect_mlflow._commands.importer import (
+from inspect_mlflow._engine.contexts import context
+from inspect_mlflow._engine.engine import Engine
+from inspect_mlflow._inspect.log_payloads import (
     Replayed,
-    read_header,
     run_end_point,
     run_start_point,
     task_points,
 )
-from inspect_mlflow._engine.engine import Engine
-from inspect_mlflow._engine.views import context
+from inspect_mlflow._inspect.log_reading import read_header
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._operations import LogMetrics, LogTrace, OpenRun
 

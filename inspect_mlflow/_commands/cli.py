@@ -199,7 +199,7 @@ def register_check(subparsers: Any) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from inspect_mlflow._commands.importer import run_import_command
+    from inspect_mlflow._commands.import_command import run_import_command
     from inspect_mlflow._writer.quickack import enable_quick_acks
 
     enable_quick_acks()  # the command's process is ours: its requests need not wait 40 ms
@@ -207,7 +207,7 @@ def _run_import(args: argparse.Namespace) -> int:
 
 
 def register_import(subparsers: Any) -> None:
-    """Add ``inspect-mlflow import`` (the replay of logs lives in ``_importer``)."""
+    """Add ``inspect-mlflow import`` (the import itself is ``_commands.importer``)."""
     parser = subparsers.add_parser(
         "import",
         help="import existing Inspect eval logs into MLflow",

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine, Problem, Problems
 from inspect_mlflow._engine.values import MAX_CELL_CHARS, MAX_PARAM_CHARS, MAX_TAG_CHARS
-from inspect_mlflow._engine.views import MISSING, context
+from inspect_mlflow._engine.views import MISSING
 from inspect_mlflow._inspect.field_errors import absent_field, explain_error
 from inspect_mlflow._inspect.payload_fields import FieldTypo, field_typos
 from inspect_mlflow._keys import TRUNCATION_MARKER
@@ -569,15 +570,14 @@ def dry_run(
         LogReadError: The log cannot be read (a sample that cannot be read is reported
             as a problem instead, after the samples before it).
     """
-    from inspect_mlflow._commands.importer import (
+    from inspect_mlflow._inspect.log_payloads import (
         LogClock,
-        LogReadError,
         Replayed,
-        read_header,
         run_end_point,
         run_start_point,
         task_points,
     )
+    from inspect_mlflow._inspect.log_reading import LogReadError, read_header
 
     header = read_header(log)
     clock = LogClock()

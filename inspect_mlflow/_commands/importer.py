@@ -1,20 +1,10 @@
-"""Import existing Inspect eval logs: replay each log through the lifecycle points.
+"""Import existing Inspect eval logs into MLflow: each log replayed through the pipeline.
 
-Why: a log file holds what the hooks saw while the eval ran (the spec and plan, every
-sample with its events, the results), so feeding it to the same engine, mapping and
-writer as a live run lands the same runs, tags, params, metrics with their steps,
-tables, artifacts and traces in MLflow. Times come from the log, not from the import:
-the engine's clock is set to each point's time in the log before the point is handled.
-
-The replay builds Inspect's own hook payloads (``inspect_ai.hooks`` dataclasses) and
-sends them in the order a live run does: ``run_start``; per task ``task_start``, then per
-sample (in completion order, so the completion index gives the same steps as live)
-``sample_init``, ``sample_start``, ``sample_attempt_start``, the sample's events as
-``sample_event`` (each once, in delivery order, without the init events Inspect never
-delivers), ``sample_scoring``, ``sample_attempt_end``, ``sample_end``; ``task_end``;
-``run_end``. Logs of one run (same run id) are replayed together under one parent run.
-``model_usage``, ``model_cache_usage`` and ``before_model_generate`` are rebuilt from
-model events; ``model_retry`` and the eval-set points are not in a log and never fire.
+Why: a log file holds what the hooks saw while the eval ran, so the payloads rebuilt
+from it (:mod:`inspect_mlflow._inspect.log_payloads`), fed to the same engine, mapping
+and pipeline as a live run (scrub -> track -> writer), land the same runs, tags, params,
+metrics with their steps, tables, artifacts and traces. Times come from the log, not
+from the import. Logs of one run (same run id) are replayed together under one parent.
 
 A log already in MLflow is skipped, unless its summary gives metric keys its runs lack:
 then it was scored after it was logged (``inspect score`` calls no lifecycle hook) and
@@ -27,510 +17,35 @@ queued, and the writer is flushed every few thousand operations.
 
 Threads: everything here runs on the caller's thread; only the writer's own thread
 talks to MLflow for writes (a second sink answers "is this log already there?").
+The command line is :mod:`inspect_mlflow._commands.import_command`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import math
-import os
-import re
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from inspect_ai import hooks as inspect_hooks
-
 from inspect_mlflow._config import Settings
-from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
+from inspect_mlflow._delivery.pipeline import Pipeline
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
-from inspect_mlflow._engine.views import context
-from inspect_mlflow._mapping.model import CompiledMapping
-from inspect_mlflow._operations import (
-    CloseRun,
-    LogMetrics,
-    LogTrace,
-    OpenRun,
-    Operation,
+from inspect_mlflow._inspect.log_payloads import (
+    LogClock,
+    Replayed,
+    run_end_point,
+    run_start_point,
+    task_end_point,
+    task_points,
+    task_start_point,
 )
-
-__all__ = [
-    "ImportReport",
-    "Importer",
-    "LogClock",
-    "LogOutcome",
-    "LogReadError",
-    "Replayed",
-    "find_logs",
-    "read_header",
-    "run_end_point",
-    "run_import_command",
-    "run_start_point",
-    "task_points",
-]
-
-LOG_SUFFIXES = (".eval", ".json")
-
-_TIMESTAMPED = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}[:-]\d{2}[:-]\d{2}")
-"""Inspect names its log files ``<ISO time>_<task>_<id>``; other ``.json`` files in a log
-directory (listings, eval-set state) are not logs."""
-
-
-class LogReadError(Exception):
-    """A log (or one of its samples) could not be read; the message names the file."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Replayed:
-    """One lifecycle point rebuilt from a log."""
-
-    point: str
-    data: Any
-    """The hook payload Inspect would have passed (an ``inspect_ai.hooks`` dataclass)."""
-    time: float | None
-    """When it happened, seconds since the epoch (None: not known, keep the last time)."""
-    ids: Mapping[str, Any] = field(default_factory=dict)
-    """Identities the hook adds to the context besides the payload (``task_id``)."""
-
-
-# -- reading -----------------------------------------------------------------------------
-
-
-def find_logs(paths: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The log files named by ``paths`` (files, or directories searched recursively).
-
-    A file given by name is tried whatever its name; in a directory, every ``.eval`` file
-    and every ``.json`` file named like an Inspect log counts.
-
-    Args:
-        paths: Files and directories.
-
-    Returns:
-        The files found (sorted per directory, duplicates removed) and, for paths that
-        do not exist, ``(path, reason)``.
-    """
-    found: dict[Path, None] = {}
-    missing: list[tuple[str, str]] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if path.is_dir():
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    if name.endswith(".eval") or (
-                        name.endswith(".json") and _TIMESTAMPED.match(name)
-                    ):
-                        found[(Path(root) / name).absolute()] = None
-        elif path.is_file():
-            found[path.absolute()] = None
-        else:
-            missing.append((str(raw), "no such file or directory"))
-    return list(found), missing
-
-
-def read_header(path: str | Path) -> Any:
-    """An eval log without its samples (``EvalLog`` with ``location`` set).
-
-    Raises:
-        LogReadError: The file is not a readable Inspect log.
-    """
-    from inspect_ai.log import read_eval_log
-
-    if not str(path).endswith(LOG_SUFFIXES):
-        raise LogReadError(path, "not an Inspect log (expected a .eval or .json file)")
-    try:
-        header = read_eval_log(str(path), header_only=True)
-    except Exception as err:
-        raise LogReadError(path, f"cannot read the log: {_describe(err)}") from err
-    if getattr(header, "eval", None) is None or not header.eval.eval_id:
-        raise LogReadError(path, "not an Inspect log (no eval id)")
-    return header
-
-
-def _describe(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
-
-
-def _epoch(value: Any) -> float | None:
-    """An ISO time (text or datetime) or epoch seconds as epoch seconds; None if unknown."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.timestamp()
-    return None
-
-
-def _make(cls: type, **fields: Any) -> Any:
-    """Build a hook dataclass from the fields this Inspect version has."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in fields.items() if k in names})
-
-
-def _ids(header: Any) -> dict[str, Any]:
-    spec = header.eval
-    return {"eval_set_id": spec.eval_set_id, "run_id": spec.run_id, "eval_id": spec.eval_id}
-
-
-def _extra_ids(header: Any) -> dict[str, Any]:
-    """Identities the hook adds to every task-level context: ``task_id``.
-
-    All attempts of a task share it, while each attempt has its own eval id.
-    """
-    task_id = getattr(header.eval, "task_id", None)
-    return {"task_id": task_id} if task_id else {}
-
-
-def _task_started(header: Any) -> float | None:
-    stats = header.stats
-    return _epoch(getattr(stats, "started_at", None)) or _epoch(header.eval.created)
-
-
-def _task_ended(header: Any) -> float | None:
-    return _epoch(getattr(header.stats, "completed_at", None))
-
-
-# -- replay ------------------------------------------------------------------------------
-
-
-def run_start_point(headers: Sequence[Any]) -> Replayed:
-    """``run_start`` for the logs of one run (task names in the order the tasks ran)."""
-    first = headers[0].eval
-    times = [t for t in (_task_started(h) for h in headers) if t is not None]
-    data = inspect_hooks.RunStart(
-        eval_set_id=first.eval_set_id,
-        run_id=first.run_id,
-        task_names=[h.eval.task for h in headers],
-    )
-    return Replayed("run_start", data, min(times) if times else None)
-
-
-def run_end_point(headers: Sequence[Any]) -> Replayed:
-    """``run_end`` for the logs of one run: no exception, the log headers as ``logs``."""
-    from inspect_ai._eval.eval import EvalLogs
-
-    first = headers[0].eval
-    times = [t for t in (_task_ended(h) for h in headers) if t is not None]
-    data = inspect_hooks.RunEnd(
-        eval_set_id=first.eval_set_id, run_id=first.run_id, exception=None, logs=EvalLogs(headers)
-    )
-    return Replayed("run_end", data, max(times) if times else None)
-
-
-def task_points(
-    path: str | Path,
-    header: Any,
-    points: frozenset[str] | None = None,
-    *,
-    skip_reused: bool = False,
-) -> Iterator[Replayed]:
-    """Every point of one task, ``task_start`` to ``task_end``, rebuilt from its log.
-
-    Samples are read one at a time. When one cannot be read, the task still ends (its
-    ``task_end`` carries a header whose status is ``error`` and whose error says what
-    failed, so the task run closes as failed), then :class:`LogReadError` is raised.
-
-    Args:
-        path: The log file.
-        header: Its header (:func:`read_header`).
-        points: Only build payloads for these points (all when None).
-        skip_reused: Leave out samples a retried task reused from its earlier attempt
-            (they started before this attempt): live, Inspect fires no point for them,
-            and the earlier attempt already delivered them. For a log whose earlier
-            attempt is in MLflow already.
-
-    Raises:
-        LogReadError: A sample could not be read (after the error ``task_end``).
-    """
-    wanted = points
-    ids = _ids(header)
-    extra = _extra_ids(header)
-    last = _task_started(header)
-    if wanted is None or "task_start" in wanted:
-        data = _make(inspect_hooks.TaskStart, **ids, spec=header.eval, plan=header.plan)
-        yield Replayed("task_start", data, last, extra)
-    error: LogReadError | None = None
-    done = 0
-    try:
-        reused_before = _reuse_cutoff(header) if skip_reused else None
-        for sample in _samples_by_completion(path, header, reused_before):
-            for item in _sample_points(sample, header, wanted):
-                last = item.time if item.time is not None else last
-                yield dataclasses.replace(item, ids=extra) if extra else item
-            done += 1
-    except LogReadError as err:
-        error = err
-    end_header = header
-    if error is not None:
-        from inspect_ai._util.error import EvalError
-
-        message = f"inspect-mlflow import: stopped after {done} sample(s): {error.reason}"
-        end_header = header.model_copy(
-            update={
-                "status": "error",
-                "error": EvalError(message=message, traceback="", traceback_ansi=""),
-            }
-        )
-    if wanted is None or "task_end" in wanted:
-        data = inspect_hooks.TaskEnd(**ids, log=end_header)
-        yield Replayed("task_end", data, _task_ended(header) or last, extra)
-    if error is not None:
-        raise LogReadError(path, f"{error.reason} (stopped after {done} sample(s))")
-
-
-def _read_sample(path: str, summary: Any) -> Any:
-    from inspect_ai.log import read_eval_log_sample
-
-    try:
-        try:
-            return read_eval_log_sample(
-                path, id=summary.id, epoch=summary.epoch, resolve_attachments="core"
-            )
-        except TypeError:  # an Inspect without "core": resolve everything
-            return read_eval_log_sample(
-                path, id=summary.id, epoch=summary.epoch, resolve_attachments=True
-            )
-    except Exception as err:
-        reason = f"cannot read sample {summary.id} (epoch {summary.epoch}): {_describe(err)}"
-        raise LogReadError(path, reason) from err
-
-
-def _completion_key(item: Any) -> tuple[float, float, int, str]:
-    done = _epoch(getattr(item, "completed_at", None))
-    start = _epoch(getattr(item, "started_at", None))
-    return (
-        done if done is not None else math.inf,
-        start if start is not None else math.inf,
-        item.epoch,
-        str(item.id),
-    )
-
-
-def _reuse_cutoff(header: Any) -> float | None:
-    """When this attempt of the task started, to the second (samples before it were reused).
-
-    The log's own times have second precision, cut down: a sample that started before
-    the cut-off surely came from an earlier attempt, while one reused in the very second
-    the attempt started is counted as new (replayed again) rather than lost.
-    """
-    times = [t for t in (_task_started(header), _epoch(header.eval.created)) if t is not None]
-    return math.floor(max(times)) if times else None
-
-
-def _samples_by_completion(
-    path: str | Path, header: Any, reused_before: float | None = None
-) -> Iterator[Any]:
-    """The samples of a log in the order they completed, one in memory at a time.
-
-    ``.eval`` files are zip archives read sample by sample (the summaries give the
-    order); a ``.json`` log is one document, read whole. Samples that started before
-    ``reused_before`` are left out.
-    """
-
-    def keep(item: Any) -> bool:
-        started = _epoch(getattr(item, "started_at", None))
-        return reused_before is None or started is None or started >= reused_before
-
-    from inspect_ai.log import read_eval_log, read_eval_log_sample_summaries
-
-    location = str(path)
-    if location.endswith(".eval"):
-        try:
-            summaries = read_eval_log_sample_summaries(location)
-        except Exception as err:
-            raise LogReadError(location, f"cannot read the samples: {_describe(err)}") from err
-        for summary in sorted(filter(keep, summaries), key=_completion_key):
-            yield _read_sample(location, summary)
-        return
-    try:
-        try:
-            log = read_eval_log(location, resolve_attachments="core")
-        except TypeError:
-            log = read_eval_log(location, resolve_attachments=True)
-    except Exception as err:
-        raise LogReadError(location, f"cannot read the samples: {_describe(err)}") from err
-    samples = sorted(filter(keep, log.samples or []), key=_completion_key, reverse=True)
-    del log
-    while samples:
-        yield samples.pop()
-
-
-def _delivered(events: Sequence[Any]) -> list[Any]:
-    """The events a live hook receives, in log order.
-
-    Not the init span (it ends before Inspect starts its event emitter), never the
-    ``sample_init`` event, never a pending event.
-    """
-    init_id = next(
-        (e.id for e in events if e.event == "span_begin" and getattr(e, "type", None) == "init"),
-        None,
-    )
-    start = 0
-    if init_id is not None:
-        for index, event in enumerate(events):
-            if event.event == "span_end" and getattr(event, "id", None) == init_id:
-                start = index + 1
-                break
-    return [
-        e
-        for e in events[start:]
-        if e.event != "sample_init" and not e.pending and (init_id is None or e.span_id != init_id)
-    ]
-
-
-def _sample_points(sample: Any, header: Any, wanted: frozenset[str] | None) -> Iterator[Replayed]:
-    """The points of one sample, in the order a live run delivers them."""
-
-    def want(point: str) -> bool:
-        return wanted is None or point in wanted
-
-    ids = {**_ids(header), "sample_id": sample.uuid}
-    started = _epoch(sample.started_at)
-    ended = _epoch(sample.completed_at)
-    summary = _start_summary(sample)
-    for point, cls in (("sample_init", "SampleInit"), ("sample_start", "SampleStart")):
-        if want(point) and hasattr(inspect_hooks, cls):
-            yield Replayed(point, getattr(inspect_hooks, cls)(**ids, summary=summary), started)
-    attempts = want("sample_attempt_start") and hasattr(inspect_hooks, "SampleAttemptStart")
-    attempt_ends = want("sample_attempt_end") and hasattr(inspect_hooks, "SampleAttemptEnd")
-    attempt = 1
-    if attempts:
-        yield Replayed(
-            "sample_attempt_start",
-            inspect_hooks.SampleAttemptStart(**ids, summary=summary, attempt=1),
-            started,
-        )
-    for retry_error in sample.error_retries or []:
-        if attempt_ends:
-            data = inspect_hooks.SampleAttemptEnd(
-                **ids, summary=summary, attempt=attempt, error=retry_error, will_retry=True
-            )
-            yield Replayed("sample_attempt_end", data, started)
-        attempt += 1
-        if attempts:
-            data = inspect_hooks.SampleAttemptStart(**ids, summary=summary, attempt=attempt)
-            yield Replayed("sample_attempt_start", data, started)
-
-    scoring = want("sample_scoring") and hasattr(inspect_hooks, "SampleScoring")
-    timeline: list[Replayed] = []
-    for event in _delivered(sample.events or []):
-        at = _epoch(event.timestamp)
-        delivered = _epoch(getattr(event, "completed", None)) or at
-        if scoring and event.event == "span_begin" and getattr(event, "type", None) == "scorers":
-            timeline.append(Replayed("sample_scoring", inspect_hooks.SampleScoring(**ids), at))
-            scoring = False
-        if event.event == "model":
-            timeline.extend(_model_points(event, header, ids, want, at, delivered))
-        if want("sample_event"):
-            timeline.append(
-                Replayed("sample_event", inspect_hooks.SampleEvent(**ids, event=event), delivered)
-            )
-    # Stable: events keep their log order unless a later one was delivered earlier
-    # (a model or tool event is delivered when it completes, not when it starts).
-    timeline.sort(key=lambda item: item.time if item.time is not None else -math.inf)
-    yield from timeline
-    if scoring:
-        last = timeline[-1].time if timeline else started
-        yield Replayed("sample_scoring", inspect_hooks.SampleScoring(**ids), last)
-    if attempt_ends:
-        data = inspect_hooks.SampleAttemptEnd(
-            **ids, summary=summary, attempt=attempt, error=sample.error, will_retry=False
-        )
-        yield Replayed("sample_attempt_end", data, ended)
-    if want("sample_end"):
-        yield Replayed("sample_end", inspect_hooks.SampleEnd(**ids, sample=sample), ended)
-
-
-def _start_summary(sample: Any) -> Any:
-    """The summary a live ``sample_start`` carries: no scores, no usage, not completed."""
-    from inspect_ai.log import EvalSampleSummary
-
-    return _make_model(
-        EvalSampleSummary,
-        id=sample.id,
-        epoch=sample.epoch,
-        uuid=sample.uuid,
-        input=sample.input,
-        choices=sample.choices,
-        target=sample.target,
-        description=getattr(sample, "description", None),
-        metadata=sample.metadata or {},
-        started_at=sample.started_at,
-    )
-
-
-def _make_model(cls: Any, **fields: Any) -> Any:
-    """Build a pydantic model from the fields this Inspect version has."""
-    return cls(**{k: v for k, v in fields.items() if k in cls.model_fields})
-
-
-def _model_points(
-    event: Any,
-    header: Any,
-    ids: dict[str, Any],
-    want: Callable[[str], bool],
-    at: float | None,
-    delivered: float | None,
-) -> Iterator[Replayed]:
-    """``before_model_generate`` and ``model_usage``/``model_cache_usage`` of a model event."""
-    cache = getattr(event, "cache", None)
-    task = {"task_name": header.eval.task, **{k: ids[k] for k in ("eval_set_id", "run_id")}}
-    if want("before_model_generate") and hasattr(inspect_hooks, "BeforeModelGenerate"):
-        data = _make(
-            inspect_hooks.BeforeModelGenerate,
-            model_name=event.model,
-            input=event.input,
-            tools=event.tools,
-            tool_choice=event.tool_choice,
-            config=event.config,
-            cache="write" if cache == "write" else None,
-            eval_id=ids["eval_id"],
-            sample_id=None,
-            **task,
-        )
-        yield Replayed("before_model_generate", data, at)
-    usage = getattr(getattr(event, "output", None), "usage", None)
-    if usage is None or getattr(event, "error", None):
-        return
-    if cache == "read":
-        if want("model_cache_usage") and hasattr(inspect_hooks, "ModelCacheUsageData"):
-            data = _make(inspect_hooks.ModelCacheUsageData, model_name=event.model, usage=usage)
-            yield Replayed("model_cache_usage", data, delivered)
-    elif want("model_usage") and hasattr(inspect_hooks, "ModelUsageData"):
-        data = _make(
-            inspect_hooks.ModelUsageData,
-            model_name=event.model,
-            usage=usage,
-            call_duration=getattr(event, "working_time", None) or 0.0,
-            eval_id=ids["eval_id"],
-            retries=getattr(event, "retries", None) or 0,
-            **task,
-        )
-        yield Replayed("model_usage", data, delivered)
-
-
-# -- import ------------------------------------------------------------------------------
+from inspect_mlflow._inspect.log_reading import LogReadError, find_logs, read_header, task_started
+from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._operations import CloseRun, LogMetrics, LogTrace, OpenRun, Operation
+
+__all__ = ["ImportReport", "Importer", "LogOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,19 +80,6 @@ class _Ref:
     path: str
     run_id: str
     started: float
-
-
-class LogClock:
-    """The engine's clock during a replay: the time of the point being handled.
-
-    Set :attr:`now` to a point's time in the log before the engine handles it.
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Importer:
@@ -721,7 +223,7 @@ class Importer:
             except LogReadError as err:
                 settle(LogOutcome(str(path), "failed", err.reason))
                 continue
-            started = _task_started(header)
+            started = task_started(header)
             ref = _Ref(str(path), header.eval.run_id, started if started is not None else 0.0)
             runs.setdefault(ref.run_id, []).append(ref)
         groups = [sorted(refs, key=lambda r: (r.started, r.path)) for refs in runs.values()]
@@ -813,7 +315,7 @@ class Importer:
             {key: frozenset(run.data.metrics) for key, run in found.items()},
             continued,
         )
-        started = _task_started(header)
+        started = task_started(header)
         for key in continued:
             run = found[key]
             end = run.info.end_time
@@ -827,8 +329,8 @@ class Importer:
 
         Those ``task_start`` opens, else those ``run_start`` opens.
         """
-        start = _make(inspect_hooks.TaskStart, **_ids(header), spec=header.eval, plan=header.plan)
-        point, ctx = "task_start", context("task_start", start, **_extra_ids(header))
+        start = task_start_point(header)
+        point, ctx = "task_start", context("task_start", start.data, **start.ids)
         keys = self.engine.run_keys(point, ctx)
         if not keys:
             point, ctx = "run_start", context("run_start", run_start_point(run_headers).data)
@@ -849,13 +351,7 @@ class Importer:
         if not found:
             return []
         scratch = Engine(self.mapping, log_artifacts=False, traces=False, clock=LogClock())
-        ids, extra = _ids(header), _extra_ids(header)
-        start = _make(inspect_hooks.TaskStart, **ids, spec=header.eval, plan=header.plan)
-        items = [
-            run_start_point([header]),
-            Replayed("task_start", start, None, extra),
-            Replayed("task_end", inspect_hooks.TaskEnd(**ids, log=header), None, extra),
-        ]
+        items = [run_start_point([header]), task_start_point(header), task_end_point(header)]
         lacking: list[str] = []
         for item in items:
             if item.point not in self.points:
@@ -989,86 +485,3 @@ class Importer:
         if self._pending >= self.flush_every:
             self.writer.flush(max(self.settings.flush_timeout, 60.0))
             self._pending = 0
-
-
-# -- command line ------------------------------------------------------------------------
-
-
-def run_import_command(args: argparse.Namespace, console: Any = None) -> int:
-    """Run ``inspect-mlflow import``: a progress bar on stderr, a summary on stdout.
-
-    Settings come from the options, then the environment (as for the hook).
-
-    Exit status: 0 every log imported or skipped, 1 a log or the mapping could not be
-    read, 2 writes did not reach MLflow (or the settings are bad).
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from inspect_mlflow._config import SettingsError, load_settings
-    from inspect_mlflow._mapping import MappingInvalid, load_mapping
-
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        print(f"inspect-mlflow import: {err}", file=sys.stderr)
-        return 2
-    uri = args.tracking_uri or settings.tracking_uri or "sqlite:///mlflow.db"
-    settings = dataclasses.replace(
-        settings,
-        tracking_uri=uri,
-        experiment_name=args.experiment or settings.experiment_name,
-        mapping_path=args.mapping or settings.mapping_path,
-        # A password in --tracking-uri is a credential too.
-        secrets=(*settings.secrets, *environment_secrets(uri)),
-    )
-    try:
-        mapping = load_mapping(settings.mapping_path)
-    except MappingInvalid as invalid:
-        for error in invalid.errors:
-            print(error, file=sys.stderr)
-        print("inspect-mlflow import: the mapping is invalid; nothing imported", file=sys.stderr)
-        return 1
-
-    console = console or Console(stderr=True)
-    counts = {"imported": 0, "skipped": 0, "failed": 0}
-    columns = (
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("logs  {task.fields[counts]}"),
-    )
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        task = progress.add_task("import", total=None, counts="")
-
-        def on_total(total: int) -> None:
-            progress.update(task, total=total)
-
-        def on_log(outcome: LogOutcome) -> None:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-            if outcome.status == "failed" and not progress.disable:
-                progress.console.print(f"[red]failed[/red] {outcome.path}: {outcome.detail}")
-            shown = ", ".join(f"{n} {status}" for status, n in counts.items())
-            progress.update(task, advance=1, counts=shown)
-
-        report = Importer(settings, mapping, force=args.force).run(
-            args.paths, on_total=on_total, on_log=on_log
-        )
-
-    updated = f"{report.count('updated')} updated, " if report.count("updated") else ""
-    print(
-        f"inspect-mlflow import: {report.count('imported')} imported, {updated}"
-        f"{report.count('skipped')} skipped, {report.count('failed')} failed "
-        f"-> experiment '{settings.experiment_name}' at {uri}"
-    )
-    for outcome in report.outcomes:
-        if outcome.status != "imported":
-            print(f"  {outcome.status}: {outcome.path}: {outcome.detail}")
-    for line in report.problems:
-        print(f"  problem: {line}")
-    if not report.delivered:
-        print("  some writes did not reach MLflow before the deadline")
-        return 2
-    if any(o.status == "failed" and "not delivered" in o.detail for o in report.outcomes):
-        return 2
-    return 1 if report.count("failed") else 0
