@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jmespath import exceptions
+from jmespath.functions import Functions
 
 from inspect_mlflow import _keys as keys
 from inspect_mlflow._keys import is_valid_key, safe_key, to_text, truncate_text
-from inspect_mlflow._mapping import functions
+from inspect_mlflow._mapping import functions, functions_numbers, functions_time
 from inspect_mlflow._mapping.functions import FUNCTION_TABLE, OPTIONS
 
 
@@ -21,7 +22,7 @@ def search(expression: str, data: object) -> object:
     return jmespath.search(expression, data, OPTIONS)
 
 
-@pytest.mark.parametrize("module", [functions, keys])
+@pytest.mark.parametrize("module", [functions, functions_numbers, functions_time, keys])
 def test_doctests_pass(module) -> None:
     result = doctest.testmod(module)
     assert result.failed == 0
@@ -33,7 +34,8 @@ DOCUMENTED = [
     "from_items",
     "format",
     "slice",
-    "to_number",
+    "score_value",
+    "if",
     "percentile",
     "seconds_between",
     "epoch_ns",
@@ -119,7 +121,7 @@ def test_slice_strings_arrays_and_nulls() -> None:
         search("slice(@, `true`, `2`)", "abc")
 
 
-# to_number
+# score_value, to_number (JMESPath's), version 1's to_number
 
 
 @pytest.mark.parametrize(
@@ -130,28 +132,50 @@ def test_slice_strings_arrays_and_nulls() -> None:
         (True, 1),
         (False, 0),
         ("C", 1),
-        ("correct", 1),
-        ("Correct", 1),
         ("I", 0),
-        ("incorrect", 0),
         ("P", 0.5),
-        ("partial", 0.5),
+        ("N", 0),
+        ("yes", 1),
+        ("TRUE", 1),
+        ("no", 0),
         ("42", 42),
         (" 0.25 ", 0.25),
         ("-1e3", -1000.0),
         ("nan", None),
         ("inf", None),
-        ("N", None),
-        ("yes", None),
+        ("c", None),
+        ("correct", None),
         (None, None),
         ([1], None),
         ({"a": 1}, None),
     ],
 )
-def test_to_number(value: object, expected: object) -> None:
-    result = search("to_number(@)", value)
+def test_score_value(value: object, expected: object) -> None:
+    result = search("score_value(@)", value)
     assert result == expected
     assert type(result) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3, 3), ("42", 42), ("2.5", 2.5), ("C", None), (True, None), (None, None)],
+)
+def test_to_number_is_jmespaths_own(value: object, expected: object) -> None:
+    assert search("to_number(@)", value) == expected
+    assert functions.MappingFunctions._func_to_number is Functions._func_to_number
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("C", 1), ("correct", 1), ("Correct", 1), ("i", 0), ("partial", 0.5), ("N", None)],
+)
+def test_version_1_to_number_is_kept_for_version_1_files(value: object, expected: object) -> None:
+    assert search("_to_number_v1(@)", value) == expected
+
+
+def test_internal_functions_cannot_be_called_by_a_mapping() -> None:
+    assert "_box" not in FUNCTION_TABLE and "_to_number_v1" not in FUNCTION_TABLE
+    assert FUNCTION_TABLE["if"].accepts(3) and not FUNCTION_TABLE["if"].accepts(2)
 
 
 # percentile

@@ -90,10 +90,16 @@ def test_wrong_type() -> None:
     assert error.message == "expected a list, got string"
 
 
-def test_number_where_expression_expected_hints_a_literal() -> None:
-    error = one(VALID.replace("step: counter.sample.index", "step: 0"))
+def test_a_number_where_an_expression_is_expected_is_a_constant() -> None:
+    mapping = load_mapping_text(VALID.replace("step: counter.sample.index", "step: 0"))
+    step = mapping.rules["sample_end"][0].step
+    assert step is not None and step.search({"counter": {"sample": {"index": 7}}}) == 0
+
+
+def test_a_list_where_an_expression_is_expected_hints_the_const_form() -> None:
+    error = one(VALID.replace("step: counter.sample.index", "step: [0]"))
     assert (error.line, error.col) == (14, 13)
-    assert error.hint is not None and "`0`" in error.hint
+    assert error.hint is not None and "{const: [...]}" in error.hint
 
 
 def test_unknown_key_with_hint() -> None:
@@ -185,7 +191,13 @@ def test_undeclared_counter_in_expression() -> None:
 
 
 def test_counter_inside_a_projection_is_not_the_context_counter() -> None:
-    load_mapping_text(VALID.replace("sample/x: sample.x", "sample/x: length(items[?counter.x])"))
+    # Inside the filter, `counter.x` reads each item's own field: no declared counter needed.
+    text = VALID.replace("sample/x: sample.x", "sample/x: length(items[?counter.x])")
+    ((_key, metric),) = load_mapping_text(text).rules["sample_end"][0].metrics
+    assert metric.search({"items": [{"counter": {"x": 1}}, {"counter": {}}, {}]}) == 1
+    # The same reference at the top reads the context's counters, and `x` is not declared.
+    error = one(VALID.replace("sample/x: sample.x", "sample/x: counter.x.count"))
+    assert error.message == "counter.x reads an undeclared counter"
 
 
 def test_undeclared_series() -> None:

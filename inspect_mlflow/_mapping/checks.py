@@ -33,6 +33,7 @@ __all__ = [
     "Problem",
     "expression_problems",
     "format_placeholders",
+    "root_fields",
     "structure_problems",
 ]
 
@@ -158,6 +159,18 @@ def _walk(node: dict[str, Any], at_root: bool) -> Iterator[tuple[dict[str, Any],
         else:
             child_root = False
         yield from _walk(child, child_root)
+
+
+def root_fields(ast: dict[str, Any]) -> frozenset[str]:
+    """Names an expression reads from the context document itself (``x`` of ``x.y``).
+
+    A name inside a projection, a filter or after a ``.``/``|`` reads something else.
+    """
+    return frozenset(
+        str(node.get("value"))
+        for node, at_root in _walk(ast, True)
+        if at_root and node.get("type") == "field"
+    )
 
 
 def _declared_reference(node: dict[str, Any]) -> tuple[str, str] | None:
@@ -342,6 +355,14 @@ def _check_rule(
     out: list[StructureProblem],
 ) -> None:
     run = rule.get("run")
+    if "run" not in rule:
+        out.append(
+            StructureProblem(
+                path,
+                "rule has no `run`",
+                f"give it `run:`, or give its point one under `defaults.{path[1]}.run`",
+            )
+        )
     if isinstance(run, str) and run not in runs:
         out.append(
             StructureProblem(
@@ -376,7 +397,22 @@ def _check_rule(
                         key=True,
                     )
                 )
-    loops: list[tuple[DataPath, Any]] = [((*path, "for_each"), rule.get("for_each"))]
+    loops: list[tuple[DataPath, Any]] = [
+        ((*path, "let"), rule.get("let")),
+        ((*path, "for_each"), rule.get("for_each")),
+    ]
+    lets, loop = rule.get("let"), rule.get("for_each")
+    if isinstance(lets, Mapping) and isinstance(loop, Mapping):
+        for name in loop:
+            if name in lets:
+                out.append(
+                    StructureProblem(
+                        (*path, "for_each", name),
+                        f"for_each name {name!r} is also a `let` name of this rule",
+                        "choose another name",
+                        key=True,
+                    )
+                )
     trace = rule.get("trace")
     if isinstance(trace, Mapping):
         for part in ("spans", "feedback", "expectations"):
@@ -390,7 +426,7 @@ def _check_rule(
                     out.append(
                         StructureProblem(
                             (*loop_path, name),
-                            f"for_each name {name!r} would hide the context's own {name!r}",
+                            f"{loop_path[-1]} name {name!r} would hide the context's own {name!r}",
                             "choose another name",
                             key=True,
                         )

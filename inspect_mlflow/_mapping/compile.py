@@ -5,6 +5,13 @@ reported at the character where the parser stopped. Each parsed AST then goes th
 :func:`~inspect_mlflow._mapping.checks.expression_problems`, and the mapping as a whole
 through :func:`~inspect_mlflow._mapping.checks.structure_problems`. All problems are
 collected and raised together as :class:`MappingInvalid`, sorted by position.
+
+Before that, each file's per-point ``defaults`` are filled into its rules
+(:mod:`~inspect_mlflow._mapping.defaults`). After the checks, each tree is rewritten into
+what the engine evaluates (:mod:`~inspect_mlflow._mapping.rewrite`: a lazy ``if``,
+version 1's ``to_number``), following the version of the file the expression is in.
+Where an expression is expected, a YAML number or boolean, or ``{const: value}``, is a
+constant; a rule's ``let`` bindings become one-element loops ahead of its ``for_each``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Any
 import jmespath
 from jmespath import exceptions
 
-from inspect_mlflow._mapping.checks import expression_problems, structure_problems
+from inspect_mlflow._mapping.checks import expression_problems, root_fields, structure_problems
+from inspect_mlflow._mapping.defaults import apply_defaults
 from inspect_mlflow._mapping.errors import DataPath, MappingError, MappingInvalid
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.layering import Layered
@@ -38,8 +46,9 @@ from inspect_mlflow._mapping.model import (
     SpanSpec,
     TraceSpec,
 )
+from inspect_mlflow._mapping.rewrite import constant, let_binding, rewrite
 
-__all__ = ["TemplateError", "compile_layered", "split_template"]
+__all__ = ["TemplateError", "compile_layered", "is_constant", "split_template"]
 
 
 class TemplateError(ValueError):
@@ -127,6 +136,13 @@ def _parse_error_text(error: exceptions.ParseError) -> tuple[str, int]:
     return message, error.lex_position or 0
 
 
+def is_constant(value: Any) -> bool:
+    """A number, a boolean or ``{const: value}``: a constant where an expression goes."""
+    if isinstance(value, (bool, int, float)):
+        return True
+    return isinstance(value, Mapping) and len(value) == 1 and "const" in value
+
+
 class _Compiler:
     """Builds the model from one layered mapping, collecting every problem."""
 
@@ -140,8 +156,24 @@ class _Compiler:
 
     # -- expressions ---------------------------------------------------------------
 
+    def version_at(self, path: DataPath) -> int:
+        """The language version of the file the piece at ``path`` was written in."""
+        version = self.locator.origin(path).loaded.data.get("version", 1)
+        return version if isinstance(version, int) else 1
+
     def expr(self, path: DataPath, text: Any, *, key: bool = False, offset: int = 0) -> Expr | None:
-        """Compile the expression at ``path`` (or inside the key of ``path`` at ``offset``)."""
+        """Compile the expression at ``path`` (or inside the key of ``path`` at ``offset``).
+
+        A number, a boolean or ``{const: value}`` is a constant (never parsed).
+        """
+        if is_constant(text):
+            value = text["const"] if isinstance(text, Mapping) else text
+            return Expr(
+                text=constant(value).expression,
+                parsed=constant(value),
+                where=self.locator.where(path),
+                options=OPTIONS,
+            )
         if not isinstance(text, str):
             return None
         try:
@@ -160,7 +192,10 @@ class _Compiler:
                 self.locator.error(path, problem.message, problem.hint, key=key, offset=at)
             )
         return Expr(
-            text=text, parsed=parsed, where=self.locator.where(path, key=key), options=OPTIONS
+            text=text,
+            parsed=rewrite(parsed, self.version_at(path)),
+            where=self.locator.where(path, key=key),
+            options=OPTIONS,
         )
 
     def optional(self, spec: Mapping[str, Any], path: DataPath, name: str) -> Expr | None:
@@ -214,6 +249,38 @@ class _Compiler:
                 out.append((template, value))
         return tuple(out)
 
+    def lets(self, spec: Mapping[str, Any], path: DataPath) -> Loops:
+        """A rule's ``let`` bindings, as one-element loops (each is evaluated once)."""
+        bindings = spec.get("let")
+        if not isinstance(bindings, Mapping):
+            return ()
+        out: list[tuple[str, Expr]] = []
+        for name, text in bindings.items():
+            compiled = self.expr((*path, "let", name), text)
+            if compiled is not None:
+                boxed = let_binding(compiled.parsed)
+                out.append((name, Expr(compiled.text, boxed, compiled.where, OPTIONS)))
+        return tuple(out)
+
+    def early_lets(self, rule: Rule, names: frozenset[str], path: DataPath) -> None:
+        """Report ``when``/``unique``/``collect`` reading a ``let`` name: they run first."""
+        early = [("when", rule.when), ("unique", rule.unique)]
+        early += [(("collect", name), expr) for name, expr in rule.collect]
+        for part, expr in early:
+            if expr is None:
+                continue
+            read = sorted(root_fields(expr.parsed.parsed) & names)
+            if read:
+                where = (*path, *part) if isinstance(part, tuple) else (*path, part)
+                self.errors.append(
+                    self.locator.error(
+                        where,
+                        f"`let` name {read[0]!r} is not bound yet here",
+                        "when, unique and collect are evaluated before `let`; "
+                        "write the expression itself",
+                    )
+                )
+
     def loops(self, spec: Mapping[str, Any], path: DataPath) -> Loops:
         """A ``for_each`` map name -> list expression, in order."""
         loops = spec.get("for_each")
@@ -231,7 +298,17 @@ class _Compiler:
     ) -> Expr | ObjectExpr | None:
         """``record``/``value``: one expression, or a map key -> expression."""
         value = spec.get(name)
-        if isinstance(value, Mapping):
+        here = (*path, name)
+        # In version 2 `{const: v}` is a constant here too; version 1 read it as an object.
+        if isinstance(value, Mapping) and not (is_constant(value) and self.version_at(here) >= 2):
+            if is_constant(value) and not isinstance(value["const"], str):
+                self.errors.append(
+                    self.locator.error(
+                        (*here, "const"),
+                        "in version 1 this builds an object whose `const` is an expression",
+                        "for a constant here, write `version: 2`",
+                    )
+                )
             entries = self.entries(spec, path, name)
             text = "{" + ", ".join(f"{k.text}: {v.text}" for k, v in entries) + "}"
             return ObjectExpr(text=text, entries=entries, where=self.locator.where((*path, name)))
@@ -279,6 +356,8 @@ class _Compiler:
             name=self.optional(spec, path, "name"),  # type: ignore[arg-type]
             value=self.optional(spec, path, "value"),  # type: ignore[arg-type]
             metadata=self.entries(spec, path, "metadata"),
+            source_type=self.optional(spec, path, "source_type"),
+            source_id=self.optional(spec, path, "source_id"),
         )
 
     def feedback(self, spec: Mapping[str, Any], path: DataPath) -> FeedbackSpec:
@@ -289,6 +368,8 @@ class _Compiler:
             rationale=self.optional(spec, path, "rationale"),
             metadata=self.entries(spec, path, "metadata"),
             error=self.optional(spec, path, "error"),
+            source_type=self.optional(spec, path, "source_type"),
+            source_id=self.optional(spec, path, "source_id"),
         )
 
     def trace(self, spec: Mapping[str, Any], path: DataPath) -> TraceSpec:
@@ -355,7 +436,8 @@ class _Compiler:
                 collected.append((name, compiled))
         trace = spec.get("trace")
         model, dataset, link = spec.get("model"), spec.get("dataset"), spec.get("link")
-        return Rule(
+        lets = self.lets(spec, path)
+        built = Rule(
             point=point,
             id=spec.get("id"),
             run=spec.get("run", ""),
@@ -364,7 +446,7 @@ class _Compiler:
             unique=self.optional(spec, path, "unique"),
             count=counts,
             collect=tuple(collected),
-            for_each=self.loops(spec, path),
+            for_each=lets + self.loops(spec, path),
             step=self.optional(spec, path, "step"),
             params=self.entries(spec, path, "params"),
             tags=self.entries(spec, path, "tags"),
@@ -382,6 +464,9 @@ class _Compiler:
             ),
             link=self.link(link, (*path, "link")) if isinstance(link, Mapping) else None,
         )
+        if lets:
+            self.early_lets(built, frozenset(name for name, _ in lets), path)
+        return built
 
     def compile(self) -> CompiledMapping:
         data = self.layered.data
@@ -424,4 +509,4 @@ def compile_layered(layered: Layered) -> CompiledMapping:
     Raises:
         MappingInvalid: with every problem found, each placed in its own file.
     """
-    return _Compiler(layered).compile()
+    return _Compiler(apply_defaults(layered)).compile()

@@ -1,20 +1,23 @@
-"""Extra JMESPath functions of the mapping language.
+"""Extra JMESPath functions of the mapping language, in one :class:`MappingFunctions`.
 
 JMESPath lacks a few things a mapping needs: key/value entries of an object, string
-formatting, score-to-number, percentiles, time differences, JSON text, truncation and
-MLflow-safe keys. They live here, in one :class:`MappingFunctions` class whose
-``_func_<name>`` methods each carry a ``@signature`` (checked by ``jmespath`` when called)
-and a docstring with a doctest example.
+formatting, a conditional, scores as numbers, percentiles, time differences, JSON text,
+truncation and MLflow-safe keys. They live in families (this module: data shaping and
+text; ``functions_time``; ``functions_numbers``), each a mixin whose ``_func_<name>``
+methods carry a ``@signature`` (checked by ``jmespath`` when called) and a docstring
+with a doctest example; :class:`MappingFunctions` combines them.
 
 Rules every function follows:
 
 - Booleans are never numbers (JMESPath checks type names, and so do we), except that
-  ``to_number`` maps them to 1/0 as documented.
+  ``score_value`` maps them to 1/0 as documented.
 - Arguments may be lazy view objects (dict/list subclasses with a ``materialize()``
   method, built by the runtime so hot points do not serialise whole payloads);
   :meth:`MappingFunctions.call_function` turns them into plain JSON before type checks.
 - Runtime misuse raises a :class:`jmespath.exceptions.JMESPathError`, which the engine
   reports against the rule.
+- A name starting with ``_`` is internal: the compiler writes such calls (``_box`` for a
+  lazy ``if``, ``_to_number_v1`` for version 1 files); a mapping cannot call them.
 
 The compiler checks names and argument counts of every call at load time against
 :data:`FUNCTION_TABLE`, which is built from this class, so the two never disagree.
@@ -24,37 +27,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 import jmespath
-from jmespath import exceptions
-from jmespath.functions import Functions, signature
+from jmespath.functions import signature
 
 from inspect_mlflow._keys import safe_key as _safe_key
 from inspect_mlflow._keys import to_text, truncate_text
+from inspect_mlflow._mapping.functions_base import FunctionValueError, as_int, is_false
+from inspect_mlflow._mapping.functions_numbers import NumberFunctions
+from inspect_mlflow._mapping.functions_time import TimeFunctions
 
 __all__ = [
+    "BOX",
     "FUNCTION_TABLE",
     "OPTIONS",
+    "TO_NUMBER_V1",
     "Arity",
     "FunctionValueError",
     "MappingFunctions",
 ]
 
+BOX = "_box"
+"""Internal function ``_box(x)`` -> ``[x]``: the compiler's lazy ``if`` carries a value in it."""
 
-class FunctionValueError(exceptions.JMESPathError):
-    """A function got a value of the right type that it still cannot use."""
-
-    def __init__(self, function_name: str, message: str) -> None:
-        super().__init__(f"In function {function_name}(): {message}")
-        self.function_name = function_name
-
+TO_NUMBER_V1 = "_to_number_v1"
+"""Internal function that version 1 files call where they wrote ``to_number``."""
 
 _SHALLOW_FUNCTIONS = frozenset(
     {
@@ -73,6 +73,7 @@ _SHALLOW_FUNCTIONS = frozenset(
         "index_by",
         "group_by",
         "get",
+        "if",
     }
 )
 """Functions that never look inside the elements of their arguments.
@@ -81,15 +82,6 @@ For these only a top-level view is materialised; views nested in a plain list (w
 projection such as ``events[?x]`` returns) are passed through, so ``length(...)`` of a
 filtered event list does not copy every event.
 """
-
-_SCORE_WORDS: dict[str, float | int] = {
-    "c": 1,
-    "correct": 1,
-    "i": 0,
-    "incorrect": 0,
-    "p": 0.5,
-    "partial": 0.5,
-}
 
 
 def _materialize(value: Any, deep: bool) -> Any:
@@ -112,60 +104,7 @@ def _materialize(value: Any, deep: bool) -> Any:
     return value
 
 
-def _is_number(value: Any) -> bool:
-    """JMESPath's notion of a number: int or float, never bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-_FRACTION = re.compile(r"(?<=:\d\d)\.(\d+)")
-
-
-def _parse_time(function_name: str, value: Any) -> datetime | Decimal:
-    """An ISO-8601 string as an aware datetime (naive means UTC), or epoch seconds."""
-    if _is_number(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise FunctionValueError(function_name, f"time is not finite: {value!r}")
-        return Decimal(str(value))
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python 3.10's fromisoformat takes only 3 or 6 fraction digits: pad or cut to 6.
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise FunctionValueError(
-            function_name, f"not an ISO-8601 time or epoch seconds: {value!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _epoch_seconds(moment: datetime | Decimal) -> Decimal:
-    """Exact seconds since the epoch (Decimal keeps nanosecond precision)."""
-    if isinstance(moment, Decimal):
-        return moment
-    delta = moment - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return Decimal(micros) / Decimal(1_000_000)
-
-
-def _as_int(function_name: str, what: str, value: Any) -> int | None:
-    """An index argument as int: null stays null, integral floats are accepted."""
-    if value is None:
-        return None
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise FunctionValueError(function_name, f"{what} must be an integer, got {value!r}")
-        return int(value)
-    return value
-
-
-class MappingFunctions(Functions):
+class MappingFunctions(NumberFunctions, TimeFunctions):
     """JMESPath's built-in functions plus the mapping language's extra ones.
 
     One instance is shared by every compiled expression (through :data:`OPTIONS`); it
@@ -186,9 +125,36 @@ class MappingFunctions(Functions):
         Returns:
             The function's result.
         """
+        if function_name == BOX:  # the compiler's own call, hot in a lazy ``if``
+            return [resolved_args[0]]
         deep = function_name not in _SHALLOW_FUNCTIONS
         args = [_materialize(arg, deep) for arg in resolved_args]
         return super().call_function(function_name, args)
+
+    @signature({"types": []}, {"types": []}, {"types": []})
+    def _func_if(self, condition: Any, then: Any, otherwise: Any) -> Any:
+        """``then`` when ``condition`` is truthy, else ``otherwise`` (JMESPath truthiness).
+
+        Truthiness as in ``&&``/``||``: ``false``, null, ``""``, ``[]`` and ``{}`` are
+        false, ``0`` is true. In a mapping only the chosen branch is evaluated (the
+        compiler makes the call lazy), so ``if(x, length(x), `0`)`` is safe when ``x``
+        is null; a null ``then`` stays null, unlike ``c && a || b``.
+
+        >>> jmespath.search("if(error, 'FAILED', 'OK')", {"error": None}, OPTIONS)
+        'OK'
+        >>> print(jmespath.search("if(`true`, missing, 'no')", {}, OPTIONS))
+        None
+        """
+        return otherwise if is_false(condition) else then
+
+    @signature({"types": []})
+    def _func__box(self, value: Any) -> list[Any]:
+        """``[value]``, even on a null current node (internal: the lazy ``if`` uses it).
+
+        >>> jmespath.search("_box(@)", None, OPTIONS)
+        [None]
+        """
+        return [value]
 
     @signature({"types": ["object", "null"]})
     def _func_items(self, obj: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -277,118 +243,7 @@ class MappingFunctions(Functions):
         """
         if subject is None:
             return None
-        return subject[_as_int("slice", "start", start) : _as_int("slice", "end", end)]
-
-    @signature({"types": []})
-    def _func_to_number(self, value: Any) -> int | float | None:
-        """A score value as a number, or null when it is not one.
-
-        Numbers stay as they are; booleans are 1/0; ``C``/``correct`` 1, ``I``/``incorrect``
-        0, ``P``/``partial`` 0.5 (any case); numeric strings are parsed (finite only).
-        This *replaces* JMESPath's built-in ``to_number``, which rejects scores.
-
-        >>> [jmespath.search("to_number(@)", v, OPTIONS) for v in ["C", "I", "P", True, "2.5", 3]]
-        [1, 0, 0.5, 1, 2.5, 3]
-        >>> print(jmespath.search("to_number(@)", "N", OPTIONS))
-        None
-        """
-        if isinstance(value, bool):
-            return 1 if value else 0
-        if _is_number(value):
-            return value
-        if not isinstance(value, str):
-            return None
-        text = value.strip()
-        word = _SCORE_WORDS.get(text.lower())
-        if word is not None:
-            return word
-        try:
-            return int(text)
-        except ValueError:
-            pass
-        try:
-            number = float(text)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-
-    @signature({"types": ["array", "null"]}, {"types": ["number"]})
-    def _func_percentile(self, values: list[Any] | None, p: int | float) -> float | None:
-        """The ``p``-th percentile (0-100, linear interpolation) of the numbers.
-
-        Nulls are ignored; null when no number is left.
-
-        >>> jmespath.search("percentile(@, `50`)", [1, 2, 3, 4], OPTIONS)
-        2.5
-        >>> print(jmespath.search("percentile(@, `95`)", [], OPTIONS))
-        None
-        """
-        if not 0 <= p <= 100:
-            raise FunctionValueError("percentile", f"p must be within 0..100, got {p!r}")
-        numbers = []
-        for value in values or ():
-            if value is None:
-                continue
-            if not _is_number(value):
-                raise FunctionValueError("percentile", f"not a number: {value!r}")
-            numbers.append(value)
-        if not numbers:
-            return None
-        numbers.sort()
-        rank = (len(numbers) - 1) * p / 100
-        low = math.floor(rank)
-        high = min(low + 1, len(numbers) - 1)
-        return float(numbers[low] + (numbers[high] - numbers[low]) * (rank - low))
-
-    @signature({"types": ["string", "number", "null"]}, {"types": ["string", "number", "null"]})
-    def _func_seconds_between(self, start: Any, end: Any) -> float | None:
-        """Seconds from ``start`` to ``end`` (ISO-8601 strings or epoch seconds).
-
-        Null when either is null; a time without an offset is taken as UTC.
-
-        >>> jmespath.search(
-        ...     "seconds_between(a, b)",
-        ...     {"a": "2024-01-01T00:00:00Z", "b": "2024-01-01T00:01:30.5+00:00"},
-        ...     OPTIONS,
-        ... )
-        90.5
-        """
-        if start is None or end is None:
-            return None
-        first = _epoch_seconds(_parse_time("seconds_between", start))
-        last = _epoch_seconds(_parse_time("seconds_between", end))
-        return float(last - first)
-
-    @signature({"types": ["string", "number", "null"]})
-    def _func_epoch_ns(self, time: Any) -> int | None:
-        """An ISO-8601 string or epoch seconds as integer nanoseconds since the epoch.
-
-        >>> jmespath.search("epoch_ns(@)", "1970-01-01T00:00:01.5Z", OPTIONS)
-        1500000000
-        >>> jmespath.search("epoch_ns(@)", 1700000000.123456, OPTIONS)
-        1700000000123456000
-        """
-        if time is None:
-            return None
-        return int(_epoch_seconds(_parse_time("epoch_ns", time)) * 1_000_000_000)
-
-    @signature({"types": ["string", "number", "null"]}, {"types": ["string"]})
-    def _func_format_time(self, time: Any, layout: str) -> str | None:
-        """A time as text in the local time zone (``strftime`` codes); null stays null.
-
-        Local to the process that evaluates it, the eval's own machine when live (``TZ``
-        sets it), so a run named at 16:33 reads as the clock its user saw; Inspect's
-        times are UTC.
-
-        >>> jmespath.search("format_time(@, '%Y')", "2024-06-15T12:00:00Z", OPTIONS)
-        '2024'
-        """
-        if time is None:
-            return None
-        moment = _parse_time("format_time", time)
-        if isinstance(moment, Decimal):
-            moment = datetime.fromtimestamp(float(moment), timezone.utc)
-        return moment.astimezone().strftime(layout)
+        return subject[as_int("slice", "start", start) : as_int("slice", "end", end)]
 
     @signature({"types": []})
     def _func_json(self, value: Any) -> str:
@@ -421,7 +276,7 @@ class MappingFunctions(Functions):
         """
         if text is None:
             return None
-        count = _as_int("truncate", "n", limit)
+        count = as_int("truncate", "n", limit)
         if count is None or count < 0:
             raise FunctionValueError("truncate", f"n must be >= 0, got {limit!r}")
         return truncate_text(text, count)
@@ -455,26 +310,6 @@ class MappingFunctions(Functions):
             if value is not None:
                 return value
         return None
-
-    @signature({"types": ["array", "null"]})
-    def _func_sum_known(self, values: list[Any] | None) -> int | float | None:
-        """Sum of the numbers, ignoring nulls; null when there is no number at all.
-
-        Unlike ``sum``, a cost no model reported stays absent instead of becoming 0.
-
-        >>> jmespath.search("sum_known(@)", [1.5, None, 2], OPTIONS)
-        3.5
-        >>> print(jmespath.search("sum_known(@)", [None], OPTIONS))
-        None
-        """
-        total: int | float | None = None
-        for value in values or ():
-            if value is None:
-                continue
-            if not _is_number(value):
-                raise FunctionValueError("sum_known", f"not a number: {value!r}")
-            total = value if total is None else total + value
-        return total
 
     @signature({"types": ["array", "null"]}, {"types": ["expref"]})
     def _func_index_by(self, values: list[Any] | None, expref: Any) -> dict[str, Any]:
@@ -563,29 +398,6 @@ class MappingFunctions(Functions):
             raise FunctionValueError("replace", "old must not be empty")
         return text.replace(old, new)
 
-    @signature({"types": ["array", "null"]})
-    def _func_latest(self, times: list[Any] | None) -> Any:
-        """The latest of ISO-8601 times or epoch seconds, as given; nulls are ignored.
-
-        Times of different precision compare by their instant (``...:51+00:00`` is
-        before ``...:51.06+00:00``); null when there is none.
-
-        >>> jmespath.search("latest(@)", ["2024-01-01T00:00:51+00:00", None,
-        ...     "2024-01-01T00:00:51.062Z"], OPTIONS)
-        '2024-01-01T00:00:51.062Z'
-        """
-        return _extreme_time("latest", times, max)
-
-    @signature({"types": ["array", "null"]})
-    def _func_earliest(self, times: list[Any] | None) -> Any:
-        """The earliest of ISO-8601 times or epoch seconds, as given; nulls are ignored.
-
-        >>> jmespath.search("earliest(@)", ["2024-01-01T00:00:02Z", "2024-01-01T00:00:01Z"],
-        ...     OPTIONS)
-        '2024-01-01T00:00:01Z'
-        """
-        return _extreme_time("earliest", times, min)
-
     @signature({"types": ["string", "null"]})
     def _func_dirname(self, path: str | None) -> str | None:
         """The folder part of a path or URL (before its last slash or backslash); null stays null.
@@ -604,28 +416,6 @@ class MappingFunctions(Functions):
             return "."
         return path[:cut] or path[: cut + 1]
 
-    @signature({"types": ["number", "null"]}, {"types": ["number"]})
-    def _func_round(self, value: int | float | None, digits: int | float) -> int | float | None:
-        """``value`` rounded to ``digits`` decimals (an integer for 0); null stays null.
-
-        For text people read (a run's description): ``0.8333333`` reads as ``0.833``.
-
-        >>> jmespath.search("round(@, `3`)", 0.8333333, OPTIONS)
-        0.833
-        >>> jmespath.search("round(@, `0`)", 1234.56, OPTIONS)
-        1235
-        """
-        if value is None:
-            return None
-        if not isinstance(digits, int) and not float(digits).is_integer():
-            raise FunctionValueError("round", f"digits must be a whole number, got {digits!r}")
-        places = int(digits)
-        if isinstance(value, float) and not math.isfinite(value):
-            return value
-        if places <= 0:
-            return int(round(value, places))
-        return round(float(value), places)
-
     @signature({"types": ["string", "null"]}, {"types": ["number"]})
     def _func_wrap(self, text: str | None, width: int | float) -> str | None:
         r"""Each line of ``text`` broken into lines of at most ``width`` characters.
@@ -638,21 +428,13 @@ class MappingFunctions(Functions):
         """
         if text is None:
             return None
-        count = _as_int("wrap", "width", width)
+        count = as_int("wrap", "width", width)
         if count is None or count < 1:
             raise FunctionValueError("wrap", f"width must be >= 1, got {width!r}")
         lines = []
         for line in text.split("\n"):
             lines.extend(line[i : i + count] for i in range(0, max(len(line), 1), count))
         return "\n".join(lines)
-
-
-def _extreme_time(name: str, times: list[Any] | None, pick: Any) -> Any:
-    """The element of ``times`` at the extreme instant chosen by ``pick`` (nulls skipped)."""
-    known = [t for t in times or () if t is not None]
-    if not known:
-        return None
-    return pick(known, key=lambda t: _epoch_seconds(_parse_time(name, t)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,9 +457,11 @@ class Arity:
 
 
 def _function_table() -> dict[str, Arity]:
-    """Name -> arity of every function the evaluator knows (built-in and extra)."""
+    """Name -> arity of every function a mapping may call (built-in and extra, not internal)."""
     table: dict[str, Arity] = {}
     for name, spec in sorted(MappingFunctions.FUNCTION_TABLE.items()):
+        if name.startswith("_"):
+            continue
         declared = spec["signature"]
         variadic = bool(declared) and bool(declared[-1].get("variadic"))
         table[name] = Arity(count=len(declared), variadic=variadic)
@@ -685,7 +469,7 @@ def _function_table() -> dict[str, Arity]:
 
 
 FUNCTION_TABLE: Mapping[str, Arity] = _function_table()
-"""Every callable function name (JMESPath built-ins and extras) with its arity."""
+"""Every function name a mapping may call (JMESPath built-ins and extras) with its arity."""
 
 OPTIONS = jmespath.Options(custom_functions=MappingFunctions())
 """``jmespath.Options`` to pass to ``ParsedResult.search`` for every mapping expression."""

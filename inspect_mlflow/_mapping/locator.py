@@ -40,6 +40,12 @@ class Locator:
         locator.add((), loaded, ())
         return locator
 
+    def copy(self) -> Locator:
+        """A locator with the same origins, to extend without changing this one."""
+        other = Locator()
+        other._origins = dict(self._origins)
+        return other
+
     def add(self, path: DataPath, loaded: LoadedYaml, source: DataPath) -> None:
         """Record that the subtree at ``path`` is ``source`` in ``loaded``."""
         self._origins[tuple(path)] = Origin(loaded, tuple(source))

@@ -163,6 +163,10 @@ class ExpectationSpec:
     name: Expr
     value: Expr
     metadata: Entries
+    source_type: Expr | None = None
+    """MLflow's assessment source type (``CODE``, ``HUMAN``, ``LLM_JUDGE``); null: ``CODE``."""
+    source_id: Expr | None = None
+    """Who made the assessment (a scorer's name, say); null: ``inspect_ai``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +179,10 @@ class FeedbackSpec:
     rationale: Expr | None
     metadata: Entries
     error: Expr | None
+    source_type: Expr | None = None
+    """MLflow's assessment source type (``CODE``, ``HUMAN``, ``LLM_JUDGE``); null: ``CODE``."""
+    source_id: Expr | None = None
+    """Who made the assessment (a scorer's name, say); null: ``inspect_ai``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,9 +122,8 @@ def _convert(loaded: LoadedYaml, error: ValidationError) -> list[MappingError]:
     if kind == "type":
         message = f"expected {_expected(error.validator_value)}, got {_type_name(instance)}"
         hint = None
-        if schema.get("title") == EXPRESSION_TITLE and isinstance(instance, (int, float, bool)):
-            literal = json.dumps(instance)
-            hint = f'an expression is text; for a constant write a JMESPath literal: "`{literal}`"'
+        if schema.get("title") == EXPRESSION_TITLE and isinstance(instance, list):
+            hint = "an expression is text; for a constant list write {const: [...]}"
         return [loaded.error(path, message, hint)]
     if kind == "required":
         missing = [name for name in error.validator_value if name not in instance]

@@ -44,6 +44,7 @@ from inspect_mlflow._commands.compare.result import (
     RunRef,
     ScorerComparison,
 )
+from inspect_mlflow._mapping.functions_numbers import score_value
 
 __all__ = [
     "compare_scores",
@@ -63,20 +64,13 @@ ScoresByScorer = Mapping[str, Mapping[Any, Sequence[Any]]]
 
 
 def to_number(value: Any) -> float | None:
-    """A score value as a number, exactly as the mapping's ``to_number`` does.
+    """A score value as a number, exactly as the mapping's ``score_value`` gives it.
 
-    C 1, I 0, P 0.5, booleans 1/0, numeric strings; None when it is not one (reported).
+    C 1, I 0, P 0.5, N 0, booleans 1/0, numeric strings; None when it is not one
+    (reported): one definition of a score's number.
     """
-    number = _mapping_functions()._func_to_number(value)
+    number = score_value(value)
     return None if number is None else float(number)
-
-
-@functools.cache
-def _mapping_functions() -> Any:
-    """The mapping's function set, built once: one definition of a score's number."""
-    from inspect_mlflow._mapping.functions import MappingFunctions
-
-    return MappingFunctions()
 
 
 @functools.cache
