@@ -21,9 +21,10 @@ import jmespath
 import pytest
 from payloads import record_scenario
 
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._engine.rule_document import COMPUTED_NAMES
-from inspect_mlflow._engine.views import context, to_json
+from inspect_mlflow._engine.views import to_json
 from inspect_mlflow._inspect.payload_fields import field_typos
 from inspect_mlflow._mapping import load_mapping_text
 from inspect_mlflow._mapping.functions import OPTIONS

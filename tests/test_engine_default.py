@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from payloads import EPOCHS, MODEL_NAME, SAMPLES, TASK_ARGS, Recording, record_scenario
 
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
-from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping import load_mapping, load_mapping_text
 from inspect_mlflow._operations import (
     AppendRows,

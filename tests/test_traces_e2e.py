@@ -26,8 +26,8 @@ from inspect_ai.scorer import Score, Target, match, scorer
 from inspect_ai.solver import TaskState, generate, use_tools
 from inspect_ai.tool import tool
 
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
-from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._operations import LogTrace
 from inspect_mlflow._writer.mlflow_sink.trace_send import TraceSender

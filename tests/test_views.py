@@ -14,11 +14,11 @@ import pydantic
 import pytest
 from payloads import record_scenario
 
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.views import (
     DictView,
     LazyView,
     ModelView,
-    context,
     convert,
     exception_doc,
     is_cancellation,

@@ -34,8 +34,9 @@ from inspect_mlflow._config import Settings
 from inspect_mlflow._delivery.session import AutologOwner
 from inspect_mlflow._delivery.wire import Channel, dumps, loads
 from inspect_mlflow._delivery.worker import SerialWorker
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.relevance import PointFilter
-from inspect_mlflow._engine.views import context, to_json
+from inspect_mlflow._engine.views import to_json
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
 from inspect_mlflow._operations import AppendRows, CloseRun, LogArtifact, OpenRun

@@ -19,8 +19,8 @@ from inspect_mlflow._config import Settings
 from inspect_mlflow._delivery.pipeline import Pipeline
 from inspect_mlflow._delivery.secrets import ScrubFilter
 from inspect_mlflow._delivery.worker import SerialWorker
+from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
-from inspect_mlflow._engine.views import context
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
 from inspect_mlflow._operations import Operation

@@ -1,4 +1,4 @@
-"""Lazy JSON views over hook payloads: the context documents the mapping reads.
+"""Lazy JSON views over hook payloads: what context documents are made of.
 
 Why lazy: ``sample_event`` fires dozens of times per sample, and a mapping reads a handful
 of fields of each payload. Dumping a whole pydantic payload to JSON to read
@@ -30,22 +30,24 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import inspect
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import pydantic
 import pydantic_core
 
+from inspect_mlflow._engine.view_shapes import SHAPES, shape_of
+
 __all__ = [
+    "MISSING",
     "DictView",
     "LazyView",
     "ModelView",
-    "context",
     "convert",
     "exception_doc",
     "is_cancellation",
+    "key_text",
     "to_json",
     "view",
 ]
@@ -61,10 +63,6 @@ _ABSENT: Any = object()
 
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 """Exact types that are JSON already (subclasses such as StrEnum still get converted)."""
-
-_HEADER_EXCLUDE = frozenset({"samples", "reductions"})
-"""Eval log fields never touched: for ``eval()`` they load the whole log from disk
-(re-entering the running event loop), which crashed concurrent tasks."""
 
 
 def _safe_str(value: Any) -> str:
@@ -204,97 +202,25 @@ def to_json(value: Any) -> Any:
         return [to_json(item) for item in value]
     if kind is dict:
         return {
-            key if type(key) is str else _key_text(key): to_json(item)
-            for key, item in value.items()
+            key if type(key) is str else key_text(key): to_json(item) for key, item in value.items()
         }
     return to_json(convert(value))
 
 
-def _key_text(key: Any) -> str:
+def key_text(key: Any) -> str:
     """A dict key as pydantic's JSON mode writes it."""
     if isinstance(key, str):
         return str(key.value) if isinstance(key, enum.Enum) else str(key)
     if isinstance(key, enum.Enum):
-        return _key_text(key.value)
+        return key_text(key.value)
     if key is None or isinstance(key, bool):
         return "null" if key is None else ("true" if key else "false")
     text = _leaf(key)
     return text if isinstance(text, str) else _safe_str(key)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Shape:
-    """What a view needs to know about a class, computed once per class."""
-
-    names: tuple[str, ...]
-    """Visible field names in declaration order (``Field(exclude=True)`` left out)."""
-    name_set: frozenset[str]
-    custom: frozenset[str]
-    """Fields with a custom pydantic serializer: converted through pydantic itself."""
-    pydantic: bool
-    direct: Mapping[str, Callable[[Any, Any], Any]] = dataclasses.field(default_factory=dict)
-    """Custom fields whose serializer is a plain ``(self, value)`` method: called directly
-    (a ``model_dump(include=...)`` per field costs several microseconds)."""
-
-
-_SHAPES: dict[type, _Shape] = {}
 _NO_NAMES: frozenset[str] = frozenset()
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
-
-
-def _plain_method(cls: type, dec: Any) -> Callable[[Any, Any], Any] | None:
-    """The function of a ``mode="plain"`` field serializer taking ``(self, value)``, if so."""
-    info = dec.info
-    if getattr(info, "mode", None) != "plain" or "*" in info.fields:
-        return None
-    if isinstance(inspect.getattr_static(cls, dec.cls_var_name, None), (classmethod, staticmethod)):
-        return None
-    func = dec.func
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if len(params) != 2 or any(p.kind not in positional for p in params):
-        return None
-    return func  # type: ignore[no-any-return]
-
-
-def shape_of(cls: type) -> _Shape:
-    """The (cached) shape of a pydantic model or dataclass class."""
-    shape = _SHAPES.get(cls)
-    if shape is not None:
-        return shape
-    if issubclass(cls, pydantic.BaseModel):
-        fields = cls.model_fields
-        names = tuple(name for name, info in fields.items() if not info.exclude)
-        custom: set[str] = set()
-        decorators = getattr(cls, "__pydantic_decorators__", None)
-        if decorators is not None:
-            if decorators.model_serializers:
-                custom.update(names)
-            for dec in decorators.field_serializers.values():
-                targets = dec.info.fields
-                custom.update(names if "*" in targets else targets)
-        direct: dict[str, Callable[[Any, Any], Any]] = {}
-        if decorators is not None and not decorators.model_serializers:
-            for dec in decorators.field_serializers.values():
-                method = _plain_method(cls, dec)
-                if method is not None:
-                    direct.update((name, method) for name in dec.info.fields if name in names)
-        for name in names:
-            if any(
-                isinstance(m, (pydantic.PlainSerializer, pydantic.WrapSerializer))
-                for m in fields[name].metadata
-            ):
-                custom.add(name)
-                direct.pop(name, None)
-        shape = _Shape(names, frozenset(names), frozenset(custom) & frozenset(names), True, direct)
-    else:
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        shape = _Shape(names, frozenset(names), frozenset(), False)
-    _SHAPES[cls] = shape
-    return shape
 
 
 class LazyView(dict):  # type: ignore[type-arg]
@@ -453,7 +379,7 @@ class ModelView(LazyView):
         dict.__init__(self)
         self._complete = False
         self._obj = obj
-        self._shape = _SHAPES.get(type(obj)) or shape_of(type(obj))
+        self._shape = SHAPES.get(type(obj)) or shape_of(type(obj))
         self._exclude = frozenset(exclude) if exclude else _NO_NAMES
         self._extra: Mapping[str, Any] = dict(extra) if extra else _NO_EXTRA
 
@@ -545,14 +471,14 @@ class DictView(LazyView):
         return f"DictView({len(self._src)} keys)"
 
     def _visible(self) -> list[str]:
-        return [key if type(key) is str else _key_text(key) for key in self._src]
+        return [key if type(key) is str else key_text(key) for key in self._src]
 
     def _load(self, key: str) -> Any:
         src = self._src
         raw = src.get(key, MISSING) if isinstance(src, dict) else _mapping_get(src, key)
         if raw is MISSING:
             if self._keymap is None:
-                self._keymap = {_key_text(k): k for k in src if type(k) is not str}
+                self._keymap = {key_text(k): k for k in src if type(k) is not str}
             if key not in self._keymap:
                 return MISSING
             raw = src[self._keymap[key]]
@@ -565,62 +491,3 @@ def _mapping_get(src: Mapping[Any, Any], key: str) -> Any:
         return src[key]
     except (KeyError, IndexError, TypeError):
         return MISSING
-
-
-def _header(log: Any) -> Any:
-    """An eval log's header: no per-sample data, with the file location added back."""
-    if log is None:
-        return None
-    return ModelView(
-        log, exclude=_HEADER_EXCLUDE, extra={"location": getattr(log, "location", None)}
-    )
-
-
-def _run_exception(exc: Any) -> Any:
-    return exception_doc(exc, cancelled=True) if isinstance(exc, BaseException) else None
-
-
-_POINT_FIELDS: dict[tuple[str, str], Callable[[Any], Any]] = {
-    ("run_end", "exception"): _run_exception,
-    ("run_end", "logs"): lambda logs: [_header(log) for log in logs or ()],
-    ("task_end", "log"): _header,
-}
-"""Fields of some points that need more than :func:`convert` (see :func:`context`)."""
-
-
-def context(point: str, data: Any, **extra: Any) -> dict[str, Any]:
-    """Build the context document of a lifecycle point from its hook payload.
-
-    The document holds the payload's top-level fields as lazy values, plus ``point``.
-    At ``run_end``, ``exception`` is ``{type, message, cancelled}`` or null and each of
-    ``logs`` is a log header; at ``task_end`` ``log`` is a log header (never the
-    per-sample data, which would load the whole log from disk).
-
-    Args:
-        point: The lifecycle point (Inspect's hook method name without ``on_``).
-        data: The hook payload (a frozen dataclass), or a mapping of fields.
-        **extra: Additional top-level fields (converted lazily too).
-
-    Returns:
-        A plain dict (top level) of lazy values; the engine evaluates rules against it.
-    """
-    doc: dict[str, Any] = {}
-    if dataclasses.is_dataclass(data) and not isinstance(data, type):
-        pairs: Iterable[tuple[str, Any]] = (
-            (f.name, getattr(data, f.name, None)) for f in dataclasses.fields(data)
-        )
-    elif isinstance(data, pydantic.BaseModel):
-        pairs = ((name, getattr(data, name, None)) for name in shape_of(type(data)).names)
-    elif isinstance(data, Mapping):
-        pairs = ((_key_text(k), v) for k, v in data.items())
-    elif data is None:
-        pairs = ()
-    else:
-        raise TypeError(f"cannot build a context from {type(data).__name__}")
-    for name, raw in pairs:
-        special = _POINT_FIELDS.get((point, name))
-        doc[name] = special(raw) if special is not None else convert(raw)
-    doc["point"] = point
-    for name, raw in extra.items():
-        doc[name] = convert(raw)
-    return doc

@@ -209,7 +209,7 @@ def _class_shape(cls: type) -> Shape:
     """A pydantic model or dataclass as an object of its visible fields (cached per class)."""
     import pydantic
 
-    from inspect_mlflow._engine.views import shape_of
+    from inspect_mlflow._engine.view_shapes import shape_of
 
     shape = _MODELS.get(cls)
     if shape is not None:

@@ -131,8 +131,8 @@ class ExperimentRouting:
 
     def _task_run_key(self, data: Any) -> str | None:
         """The logical key of the deepest run the mapping opens at task start, if any."""
+        from inspect_mlflow._engine.contexts import context
         from inspect_mlflow._engine.engine import Engine
-        from inspect_mlflow._engine.views import context
 
         if "task_start" not in self._points:
             return None
