@@ -1,8 +1,10 @@
 """Fuzz the mapping loader and `inspect-mlflow check` with hypothesis.
 
-Every input must give either a compiled mapping or :class:`MappingInvalid` whose every
-error is placed (``file:line:col``, line and column >= 1); never
-another exception, never a hang (each example has a deadline). `inspect-mlflow check`
+Every input must give either a compiled mapping that round-trips (every expression found
+again, by an independent YAML read, at the path, line and column it reports, holding the
+text the file has there) or :class:`MappingInvalid` whose every error is placed
+(``file:line:col``, line and column >= 1); never another exception, never a hang (each
+example has a deadline). `inspect-mlflow check`
 must exit 0 or 1 with located lines, never 2 and never a traceback.
 
 Inputs: the default mapping and the examples mutated line by line and character by
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import yaml
@@ -28,7 +32,7 @@ from hypothesis import strategies as st
 
 from inspect_mlflow._commands.cli import main
 from inspect_mlflow._mapping import MappingInvalid, load_mapping_text
-from inspect_mlflow._mapping.model import LIFECYCLE_POINTS
+from inspect_mlflow._mapping.model import LIFECYCLE_POINTS, CompiledMapping, Expr
 from inspect_mlflow._paths import data_root, default_mapping_path
 
 BUDGET = settings(
@@ -83,16 +87,100 @@ _TEXT = st.characters(
 ) | st.sampled_from(["\n", "\t", " "])
 
 
-def check_loads(text: str, name: str = "fuzz.yaml") -> None:
-    """Load ``text``: success, or every error placed at ``file:line:col``."""
+def check_loads(text: str, name: str = "fuzz.yaml") -> CompiledMapping | None:
+    """Load ``text``: a mapping that round-trips, or every error placed at ``file:line:col``."""
     try:
-        load_mapping_text(text, name)
+        compiled = load_mapping_text(text, name)
     except MappingInvalid as invalid:
         assert invalid.errors, "an invalid mapping names at least one problem"
         for error in invalid.errors:
             assert error.line >= 1 and error.col >= 1, f"unplaced: {error}"
             assert error.file == name
             assert str(error).startswith(f"{name}:{error.line}:{error.col}: $")
+        return None
+    check_round_trip(text, name, compiled)
+    return compiled
+
+
+_PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\['((?:[^'\\]|\\.)*)'\]")
+
+
+def parse_json_path(text: str) -> tuple[str | int, ...]:
+    """``$.rules.x[0]['a/b']`` back into its keys and indexes."""
+    assert text.startswith("$")
+    parts: list[str | int] = []
+    at = 1
+    while at < len(text):
+        match = _PATH_PART.match(text, at)
+        assert match, f"unreadable JSON path {text!r}"
+        name, index, quoted = match.groups()
+        if index is not None:
+            parts.append(int(index))
+        else:
+            parts.append(name if name is not None else re.sub(r"\\(.)", r"\1", quoted))
+        at = match.end()
+    return tuple(parts)
+
+
+def _node_at(node: yaml.Node, path: tuple[str | int, ...]) -> yaml.Node:
+    for part in path:
+        if isinstance(part, int):
+            node = node.value[part]
+        else:
+            node = next(v for k, v in node.value if k.value == part)
+    return node
+
+
+def _expressions(compiled: CompiledMapping) -> Iterator[Expr]:
+    for spec in compiled.runs.values():
+        yield from (e for e in (spec.key, spec.name, spec.status, spec.start, spec.end) if e)
+        yield from (value for _, value in spec.tags)
+    for rules in compiled.rules.values():
+        for rule in rules:
+            yield from (e for e in (rule.when, rule.unique, rule.step) if e)
+            yield from (value for _, value in rule.for_each)
+            yield from (value for _, value in rule.collect)
+            for entries in (rule.params, rule.tags, rule.metrics, rule.row):
+                yield from (value for _, value in entries)
+
+
+def check_round_trip(text: str, name: str, compiled: CompiledMapping) -> None:
+    """What loaded is what the text says, and each expression is placed where it is written.
+
+    Read back independently of the loader: PyYAML's own data and node marks. Every
+    expression written in this file is found at its reported JSON path, with the text (or
+    constant) the file has there, at the line and column of that YAML node.
+    """
+    data = yaml.safe_load(text)
+    root = yaml.compose(text)
+    if "extends" not in data:
+        assert compiled.counters == frozenset(data.get("counters") or ())
+        assert compiled.series == frozenset(data.get("series") or ())
+        assert set(compiled.runs) == set(data.get("runs") or {})
+        for point, rules in (data.get("rules") or {}).items():
+            assert len(compiled.rules.get(point, ())) == len(rules or ()), point
+    checked = 0
+    for expr in _expressions(compiled):
+        if expr.where.file != name:
+            continue
+        path = parse_json_path(expr.where.json_path)
+        value: Any = data
+        for part in path:
+            value = value[part]
+        if isinstance(value, str):
+            assert expr.text == value
+        elif isinstance(value, dict):  # {const: ...}
+            assert expr.search({}) == value["const"]
+        else:
+            assert expr.search({}) == value or value is True  # `resume: true`
+        node = _node_at(root, path)
+        assert (expr.where.line, expr.where.col) == (
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+        ), expr.where
+        checked += 1
+    if "extends" not in data and compiled.rules:
+        assert checked, "a mapping with rules has expressions to find again"
 
 
 @st.composite
@@ -175,6 +263,11 @@ _DOCUMENTS = st.recursive(
     ),
     max_leaves=25,
 )
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])
+def test_every_shipped_mapping_round_trips(source) -> None:
+    assert check_loads(source.read_text(encoding="utf-8"), source.name) is not None
 
 
 @BUDGET
