@@ -342,3 +342,43 @@ def test_the_run_kind_opened_by_a_default_is_the_rules_own() -> None:
     ops = sample_end(engine, v=4)
     assert [op.run for op in ops if isinstance(op, LogMetrics)] == ["task:e1"]
     assert not [op for op in ops if isinstance(op, OpenRun)]
+
+
+# -- the assessment source ------------------------------------------------------------
+
+
+def test_feedback_and_expectations_name_their_source() -> None:
+    engine = engine_for(
+        mapping("""
+        sample_end:
+          - run: task
+            trace:
+              key: sample.id
+              start: "`1`"
+              feedback:
+                for_each: {score: items(sample.scores)}
+                name: score.key
+                value: score_value(score.value)
+                source_type: {const: LLM_JUDGE}
+                source_id: score.key
+              expectations:
+                name: {const: expected_response}
+                value: sample.target
+                source_type: sample.who
+        """)
+    )
+    ops = sample_end(engine, id="x", scores={"judge": "C"}, target="4", who="human")
+    (trace,) = [op for op in ops if isinstance(op, LogTrace)]
+    (feedback,) = trace.feedback
+    assert (feedback.name, feedback.value, feedback.source_type, feedback.source_id) == (
+        "judge",
+        1,
+        "LLM_JUDGE",
+        "judge",
+    )
+    (expectation,) = trace.expectations
+    assert (expectation.source_type, expectation.source_id) == ("HUMAN", "inspect_ai")
+    ops = sample_end(engine, id="y", scores={}, target="4", who="robot")
+    (trace,) = [op for op in ops if isinstance(op, LogTrace)]
+    assert trace.expectations[0].source_type == "CODE"  # an unknown type is reported
+    assert engine.problems.summary()

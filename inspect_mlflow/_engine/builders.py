@@ -42,7 +42,10 @@ from inspect_mlflow._operations import (
     SpanData,
 )
 
-__all__ = ["MAX_DIGEST_CHARS", "OutputBuilders"]
+__all__ = ["ASSESSMENT_SOURCE_TYPES", "MAX_DIGEST_CHARS", "OutputBuilders"]
+
+ASSESSMENT_SOURCE_TYPES = ("CODE", "HUMAN", "LLM_JUDGE")
+"""MLflow's assessment source types a mapping may name (``source_type``)."""
 
 MAX_DIGEST_CHARS = 36
 """MLflow keeps a dataset digest of at most 36 characters."""
@@ -213,6 +216,7 @@ class OutputBuilders(DocumentReader):
                 rationale=self._opt_text(spec.rationale, element),
                 metadata=self._string_map(spec.metadata, element),
                 error=self._opt_text(spec.error, element),
+                **self._source(spec, element),
             )
 
     def _expectations(self, spec: ExpectationSpec, doc: RuleDocument) -> Iterable[ExpectationData]:
@@ -230,4 +234,22 @@ class OutputBuilders(DocumentReader):
                 name=name,
                 value=json_value(value),
                 metadata=self._string_map(spec.metadata, element),
+                **self._source(spec, element),
             )
+
+    def _source(self, spec: FeedbackSpec | ExpectationSpec, doc: RuleDocument) -> dict[str, str]:
+        """The assessment source the mapping names; absent parts keep the operation's default."""
+        out: dict[str, str] = {}
+        kind = self._opt_text(spec.source_type, doc)
+        if kind is not None and kind.upper() in ASSESSMENT_SOURCE_TYPES:
+            out["source_type"] = kind.upper()
+        elif kind is not None:
+            self.problems.add(
+                "rejected_value",
+                spec.source_type.where,  # type: ignore[union-attr]
+                f"source_type {kind!r} is not one of {', '.join(ASSESSMENT_SOURCE_TYPES)}",
+            )
+        source_id = self._opt_text(spec.source_id, doc)
+        if source_id is not None:
+            out["source_id"] = source_id
+        return out
