@@ -29,7 +29,7 @@ from typing import Any
 
 from inspect_mlflow._engine.problems import PROBLEM_KINDS, Problem, Problems
 from inspect_mlflow._engine.rules import RulePipeline
-from inspect_mlflow._mapping.model import CompiledMapping
+from inspect_mlflow._mapping.model import CompiledMapping, Expr
 from inspect_mlflow._operations import Operation
 
 __all__ = ["PROBLEM_KINDS", "Engine", "Problem", "Problems"]
@@ -50,6 +50,13 @@ class Engine(RulePipeline):
             trace with a span per event is the costliest output).
         clock: Seconds since the epoch (for run start/end and metric timestamps);
             replaceable in tests.
+        problems: Where problems are counted (default: a :class:`Problems`, which logs
+            the first of each kind); the dry run passes one that keeps every place.
+        on_search: Called after each expression is evaluated, with the expression, the
+            document and the value (``views.MISSING`` when it raised): how the dry run
+            sees which expressions never gave a value. None (the default) costs nothing.
+        explain_error: How an expression that raised is described in its problem
+            (default: its text and the error); the dry run names the likely typo.
     """
 
     def __init__(
@@ -59,11 +66,18 @@ class Engine(RulePipeline):
         log_artifacts: bool = True,
         traces: bool = True,
         clock: Callable[[], float] = time.time,
+        problems: Problems | None = None,
+        on_search: Callable[[Expr, Any, Any], None] | None = None,
+        explain_error: Callable[[Expr, Exception], str] | None = None,
     ) -> None:
         self.log_artifacts = log_artifacts
         self.traces = traces
         self._clock = clock
         super().__init__(mapping)
+        if problems is not None:
+            self.problems = problems
+        self.on_search = on_search
+        self.explain_error = explain_error
 
     # -- public API -------------------------------------------------------------------
 

@@ -58,6 +58,12 @@ class DocumentReader:
         """Artifact paths keep Unicode letters (:func:`safe_path`); keys do not."""
         self._epoch_ns = _epoch_ns_function()
         self._evaluator = Evaluator(OPTIONS)
+        self.on_search: Callable[[Expr, Any, Any], None] | None = None
+        """Called after each evaluation with (expression, document, value); the value is
+        ``MISSING`` when it raised. For a watcher such as the dry run (see ``Engine``)."""
+        self.explain_error: Callable[[Expr, Exception], str] | None = None
+        """How an expression that raised is described in its problem (None: its text and
+        the error)."""
         self._fixed: dict[int, str] = {}
         """id(key template) -> its text, for templates without placeholders."""
         for rules in mapping.rules.values():
@@ -76,10 +82,15 @@ class DocumentReader:
     def _search(self, expr: Expr, doc: Any) -> Any:
         """Evaluate (compiled to closures once); on error count it and return ``MISSING``."""
         try:
-            return self._evaluator.search(expr, doc)
+            value = self._evaluator.search(expr, doc)
         except Exception as err:
-            self.problems.add("expression_error", expr.where, f"{expr.text}: {err}")
-            return MISSING
+            explain = self.explain_error
+            message = explain(expr, err) if explain is not None else f"{expr.text}: {err}"
+            self.problems.add("expression_error", expr.where, message)
+            value = MISSING
+        if self.on_search is not None:
+            self.on_search(expr, doc, value)
+        return value
 
     def _value(self, expr: Expr | ObjectExpr, doc: RuleDocument) -> Any:
         """A ``record``/``value``: one expression, or an object built entry by entry.
