@@ -382,3 +382,30 @@ def test_feedback_and_expectations_name_their_source() -> None:
     (trace,) = [op for op in ops if isinstance(op, LogTrace)]
     assert trace.expectations[0].source_type == "CODE"  # an unknown type is reported
     assert engine.problems.summary()
+
+
+# -- the documentation's examples -----------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "mapping-language.md"
+
+
+def _yaml_blocks() -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+
+
+def test_the_documented_top_example_loads_on_the_default() -> None:
+    (example,) = [b for b in _yaml_blocks() if b.startswith("# yaml-language-server")]
+    compiled = load_mapping_text(example, "doc.yaml")
+    assert "sample-metrics" in [rule.id for rule in compiled.rules["sample_end"]]
+
+
+def test_the_documented_let_and_defaults_examples_load() -> None:
+    blocks = _yaml_blocks()
+    (let_rule,) = [b for b in blocks if b.startswith("  task_end:\n    - run: task\n      let:")]
+    (defaults,) = [b for b in blocks if b.startswith("defaults:\n  sample_end:")]
+    text = f"version: 2\n{RUNS}{defaults}rules:\n{let_rule}"
+    engine = engine_for(text)
+    usage = {"m": {"total_tokens": 10, "total_cost": 0.5}}
+    ops = engine.handle("task_end", {"eval_id": "e1", "log": {"stats": {"model_usage": usage}}})
+    assert metrics(ops) == {"tokens": (10.0, 0), "cost/total_usd": (0.5, 0)}
