@@ -15,8 +15,10 @@ and the wrong password is printed nowhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from mlflow_server import start_mlflow_server
 
 from inspect_mlflow._commands.cli import main
 from inspect_mlflow._commands.demo import answer
+from inspect_mlflow._delivery.pipeline import Pipeline
 from inspect_mlflow._writer.spool import list_spool_files, read_spool
 
 pytestmark = [pytest.mark.e2e]
@@ -373,6 +376,34 @@ def token_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(log.location)
 
 
+@contextlib.contextmanager
+def through_the_pipeline() -> Iterator[list[tuple[bool, bool]]]:
+    """Each batch the one shared :class:`Pipeline` scrubbed in this process while the
+    block ran: (the token was in it, the token is in what it passed on).
+
+    Calls through to the real scrub step: it only shows that a path's writes went
+    through the chain of ``_delivery/pipeline.py`` and that the chain masked them.
+    """
+    seen: list[tuple[bool, bool]] = []
+    original = Pipeline.scrub
+
+    def scrub(self: Pipeline, ops: list[Any]) -> list[Any]:
+        out = original(self, ops)
+        seen.append((TOKEN in repr(ops), TOKEN in repr(out)))
+        return out
+
+    Pipeline.scrub = scrub  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        Pipeline.scrub = original  # type: ignore[method-assign]
+
+
+def assert_the_pipeline_masked_the_token(seen: list[tuple[bool, bool]]) -> None:
+    assert any(had for had, _ in seen), "the token reached the pipeline's scrub step"
+    assert not any(kept for _, kept in seen), "the scrub step passed the token on"
+
+
 def fresh_store(root: Path, template: Path) -> tuple[Path, str]:
     import shutil
 
@@ -403,11 +434,12 @@ def test_import_stores_no_token(token_log, tmp_path, _sqlite_template, capsys):
 
     store, uri = fresh_store(tmp_path / "store", _sqlite_template)
     experiment = new_experiment_name("secrets-import")
-    with captured_logs() as logs, env(MLFLOW_TRACKING_TOKEN=TOKEN):
+    with captured_logs() as logs, env(MLFLOW_TRACKING_TOKEN=TOKEN), through_the_pipeline() as seen:
         code, printed = run_in(
             store, ["import", str(token_log), "--tracking-uri", uri, "--experiment", experiment]
         )
     assert code == 0, printed
+    assert_the_pipeline_masked_the_token(seen)
     assert "1 imported" in printed
     assert list((store / "mlruns").rglob("samples.json")), "the tables are in the store"
     assert files_containing(store, (TOKEN,)) == {}
@@ -422,8 +454,9 @@ def test_import_stores_no_token(token_log, tmp_path, _sqlite_template, capsys):
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_dry_run_prints_no_token(token_log, fmt, capsys):
-    with env(MLFLOW_TRACKING_TOKEN=TOKEN):
+    with env(MLFLOW_TRACKING_TOKEN=TOKEN), through_the_pipeline() as seen:
         main(["check", "--format", fmt, "--log", str(token_log)])
+    assert_the_pipeline_masked_the_token(seen)
     out = capsys.readouterr()
     assert TOKEN not in out.out + out.err
     if fmt == "json":
@@ -456,11 +489,12 @@ def test_replay_of_a_spool_file_with_the_token_stores_none(tmp_path, _sqlite_tem
     assert files and any(TOKEN.encode() in p.read_bytes() for p in files), "spooled as is"
 
     store, uri = fresh_store(tmp_path / "store", _sqlite_template)
-    with env(MLFLOW_TRACKING_TOKEN=TOKEN):
+    with env(MLFLOW_TRACKING_TOKEN=TOKEN), through_the_pipeline() as seen:
         code, printed = run_in(
             store, ["replay", "--spool-dir", str(spool_dir), "--tracking-uri", uri]
         )
     assert code == 0, printed
+    assert_the_pipeline_masked_the_token(seen)
     assert list_spool_files(spool_dir) == []
     assert list((store / "mlruns").rglob("samples.json")), "the tables are in the store"
     assert files_containing(store, (TOKEN,)) == {}
@@ -481,7 +515,7 @@ def test_live_logging_stores_no_echoed_token(delivery, tmp_path, _sqlite_templat
     # an earlier test started.
     artifacts = store / "mlruns"
     MlflowClient(tracking_uri=uri).create_experiment(experiment, artifacts.as_uri())
-    with captured_logs() as logs, recorded_emits() as emitted:
+    with captured_logs() as logs, recorded_emits() as emitted, through_the_pipeline() as seen:
         [log] = run_logged(
             echo_task(),
             uri,
@@ -499,6 +533,9 @@ def test_live_logging_stores_no_echoed_token(delivery, tmp_path, _sqlite_templat
     assert TOKEN in (log.samples or [])[0].output.completion
     if delivery == "thread":
         assert emitted, "the writes went through this process"
+        assert_the_pipeline_masked_the_token(seen)
+    else:  # the delivery process builds the same Session, hence the same Pipeline
+        assert not seen, "the eval's process scrubbed nothing: the delivery process did"
     assert files_containing(store, (TOKEN,)) == {}
     assert files_containing(store, ("my token is ***",)), "masked, not dropped"
     assert list((store / "mlruns").rglob("samples.json")), "the tables are in the store"
