@@ -12,6 +12,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,15 @@ def runs_by_name(client: Any, experiment: str) -> dict[str, Any]:
     assert exp is not None, f"experiment {experiment} was not created"
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     return {r.info.run_name: r for r in runs}
+
+
+def eval_run_name(logs: Any) -> str:
+    """The default mapping's name of the eval run of ``logs``: tasks · models · start.
+
+    The start is the first task's creation on this machine's clock (``%m-%d %H:%M``).
+    """
+    ordered = sorted(logs, key=lambda log: log.eval.created)
+    tasks = ", ".join(dict.fromkeys(log.eval.task for log in ordered))
+    models = ", ".join(dict.fromkeys(log.eval.model for log in ordered))
+    start = datetime.fromisoformat(ordered[0].eval.created).astimezone()
+    return f"{tasks} · {models} · {start.strftime('%m-%d %H:%M')}"

@@ -14,6 +14,7 @@ import pytest
 from e2e_support import (
     download_json,
     eval_events,
+    eval_run_name,
     new_experiment_name,
     run_logged,
     runs_by_name,
@@ -61,7 +62,7 @@ def logged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     client = MlflowClient(tracking_uri=uri)
     runs = runs_by_name(client, experiment)
     log = logs[0]
-    parent = runs[f"inspect-{log.eval.run_id[:8]}"]
+    parent = runs[eval_run_name(logs)]
     task = runs["demo_addition"]
     return {"client": client, "log": log, "parent": parent, "task": task, "runs": runs}
 

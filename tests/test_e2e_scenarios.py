@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import env, eval_events, failing_task, new_experiment_name, run_logged
+from e2e_support import (
+    env,
+    eval_events,
+    eval_run_name,
+    failing_task,
+    new_experiment_name,
+    run_logged,
+)
 from inspect_ai import Task, task
 from inspect_ai.dataset import Sample
 from inspect_ai.hooks import Hooks, RunEnd, hooks
@@ -620,10 +627,10 @@ def test_two_evals_in_a_row_each_get_their_own_runs(tmp_path: Path) -> None:
     for logs, name, samples in ((first, "first", 3), (second, "second", 4)):
         run_id = logs[0].eval.run_id
         mine = [r for r in runs if r.data.tags.get("inspect.run_id") == run_id]
-        assert sorted(r.info.run_name for r in mine) == sorted([name, f"inspect-{run_id[:8]}"])
+        assert sorted(r.info.run_name for r in mine) == sorted([name, eval_run_name(logs)])
         [task_run] = [r for r in mine if r.info.run_name == name]
         parent = by_id[task_run.data.tags["mlflow.parentRunId"]]
-        assert parent.info.run_name == f"inspect-{run_id[:8]}"
+        assert parent.info.run_name == eval_run_name(logs)
         assert task_run.info.status == parent.info.status == "FINISHED"
         assert task_run.data.metrics["total_samples"] == samples
         history = client.get_metric_history(task_run.info.run_id, "per_sample/match")

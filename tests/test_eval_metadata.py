@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import run_logged
+from e2e_support import eval_run_name, run_logged
 from inspect_ai import Task
 from inspect_ai.log import read_eval_log
 from mlflow import MlflowClient
@@ -135,8 +135,8 @@ def test_eval_metadata_chooses_the_experiment_and_adds_tags(
     )
     client = MlflowClient(tracking_uri=target.tracking_uri)
     runs = _runs(client, chosen)
-    assert set(runs) == {"demo_addition", f"inspect-{logs[0].eval.run_id[:8]}"}, runs
-    task, parent = runs["demo_addition"], runs[f"inspect-{logs[0].eval.run_id[:8]}"]
+    assert set(runs) == {"demo_addition", eval_run_name(logs)}, runs
+    task, parent = runs["demo_addition"], runs[eval_run_name(logs)]
     assert task.data.tags["team"] == "nlp" and task.data.tags["owner"] == "ana"
     assert task.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert task.info.status == parent.info.status == "FINISHED"
@@ -159,11 +159,12 @@ def test_a_task_with_its_own_experiment_gets_its_own_parent_there(
         extra_env={"INSPECT_MLFLOW_DELIVERY": delivery},
     )
     client = MlflowClient(tracking_uri=sqlite_store.tracking_uri)
-    parent_name = f"inspect-{logs[0].eval.run_id[:8]}"
     there, home = _runs(client, chosen), _runs(client, sqlite_store.experiment_name)
-    assert set(there) == {"own_experiment", parent_name}
-    assert set(home) == {"stays", parent_name}
+    # Each experiment's parent is named from the tasks it holds.
+    by_task = {log.eval.task: log for log in logs}
     for runs, task in ((there, "own_experiment"), (home, "stays")):
+        parent_name = eval_run_name([by_task[task]])
+        assert set(runs) == {task, parent_name}
         assert runs[task].data.tags["mlflow.parentRunId"] == runs[parent_name].info.run_id
         assert runs[parent_name].info.status == "FINISHED"
         # Each parent's summary names its own experiment's tasks only.

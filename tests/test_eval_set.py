@@ -17,6 +17,7 @@ status and summary, and no metric point logged twice.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -141,13 +142,9 @@ def final_model_events(log: Any) -> int:
 
 def test_one_parent_per_set_and_one_run_per_task(logged: dict) -> None:
     names = Counter(r.info.run_name for r in logged["runs"])
-    sets = [name for name in names if name.startswith("inspect-set-")]
-    assert len(sets) == 2 and all(names[name] == 1 for name in sets)
-    assert sorted(n for n in names if not n.startswith("inspect-set-")) == [
-        "broken",
-        "flaky",
-        "steady",
-    ]
+    parents = [r.info.run_name for r in logged["runs"] if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and all(names[name] == 1 for name in parents)
+    assert sorted(n for n in names if n not in parents) == ["broken", "flaky", "steady"]
     assert sum(names.values()) == 5  # nothing else: no run per attempt, none per call
     by_id = {r.info.run_id: r for r in logged["runs"]}
     for name in ("flaky", "steady", "broken"):
@@ -155,7 +152,9 @@ def test_one_parent_per_set_and_one_run_per_task(logged: dict) -> None:
         parent = by_id[run.data.tags["mlflow.parentRunId"]]
         set_id = run.data.tags["inspect.eval_set_id"]
         assert parent.data.tags["inspect.eval_set_id"] == set_id
-        assert parent.info.run_name == f"inspect-set-{set_id[:8]}"
+        # Named from the set's tasks and model, and the start of its first attempt.
+        tasks = "broken" if name == "broken" else "(flaky, steady|steady, flaky)"
+        assert re.fullmatch(rf"{tasks} · mockllm/model · \d\d-\d\d \d\d:\d\d", parent.info.run_name)
         assert run.data.tags[RUN_KEY_TAG] == f"task:{set_id}/{run.data.tags['inspect.task_id']}"
     flaky, steady = logged["by_name"]["flaky"], logged["by_name"]["steady"]
     assert flaky.data.tags["mlflow.parentRunId"] == steady.data.tags["mlflow.parentRunId"]
