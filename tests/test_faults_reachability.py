@@ -117,6 +117,40 @@ def test_the_writer_backs_off_on_a_dead_server_and_delivers_once_it_answers(answ
     writer.shutdown(2)
 
 
+def test_where_the_writer_owns_retries_a_batch_right_after_one_that_landed_is_not_checked(
+    answering, monkeypatch
+):
+    """The delivery process: one round trip less per batch; a failure checks again."""
+    url, state = answering
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    inner = Recording()
+    sink = ProbingSink(inner, Reachability(url))
+    sink.send(ops(1))
+    sink.send(ops(1))
+    assert state["hits"] == 1, "the second batch followed a landed one: no check"
+
+    class Failing(Recording):
+        def send(self, batch) -> None:  # type: ignore[no-untyped-def]
+            raise SinkError("refused", transient=True, kind="x", pending=batch)
+
+    sink.sink = Failing()
+    with pytest.raises(SinkError):
+        sink.send(ops(1))
+    with pytest.raises(SinkError):
+        sink.send(ops(1))
+    assert state["hits"] == 2, "after a failed send the next batch is checked first"
+
+
+def test_in_the_evals_process_every_batch_is_checked(answering, monkeypatch):
+    """There a call to a server that just died would wait out MLflow's own retries."""
+    url, state = answering
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    sink = ProbingSink(Recording(), Reachability(url))
+    for _ in range(3):
+        sink.send(ops(1))
+    assert state["hits"] == 3
+
+
 def test_cancel_and_close_reach_the_wrapped_sink():
     inner = Recording()
     sink = ProbingSink(inner, Reachability("sqlite:///x.db"))

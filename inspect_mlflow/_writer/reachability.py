@@ -24,6 +24,13 @@ So retries belong to the writer, which knows the outage:
   so a call that was in flight when the server died still waits out MLflow's retries
   there (see ``docs/reliability.md``).
 
+A batch that follows one which landed within :data:`FRESH_FOR` seconds is not checked
+first where the writer owns retries (the delivery process): the server answered a moment
+ago, a call that meets it gone fails at once there, and the batch after that failure is
+checked again. That saves a round trip before every batch, the run end's last one
+included, and a request per second of the eval. In the eval's process every batch is
+checked, since a call there would wait out MLflow's retries.
+
 Only ``http``/``https`` tracking URIs are checked; other stores (``sqlite:``,
 ``databricks``, files) are local or reached through other clients.
 """
@@ -31,6 +38,7 @@ Only ``http``/``https`` tracking URIs are checked; other stores (``sqlite:``,
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +49,7 @@ from inspect_mlflow._operations import Operation
 from inspect_mlflow._writer.sink import SinkError
 
 __all__ = [
+    "FRESH_FOR",
     "PROBE_INTERVAL",
     "WRITER_OWNS_RETRIES",
     "ProbingSink",
@@ -55,6 +64,15 @@ PROBE_INTERVAL = 1.0
 WRITER_OWNS_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
 """MLflow settings of the delivery process: its client makes each request once and the
 writer retries (see the module docstring)."""
+
+FRESH_FOR = 5.0
+"""Seconds after a batch landed during which the next one is sent unchecked, where the
+writer owns retries (see the module docstring)."""
+
+
+def writer_owns_retries(environ: MutableMapping[str, str] = os.environ) -> bool:
+    """True where MLflow's client makes each request once (:func:`own_http_retries` ran)."""
+    return all(environ.get(k) == v for k, v in WRITER_OWNS_RETRIES.items())
 
 
 def own_http_retries(environ: MutableMapping[str, str] = os.environ) -> None:
@@ -148,23 +166,29 @@ class ProbingSink:
     """
 
     def __init__(self, sink: Any, probe: Reachability) -> None:
-        """Wrap ``sink``; ``probe`` is checked before every send."""
+        """Wrap ``sink``; ``probe`` is checked before a send (see the module docstring)."""
         self.sink = sink
         self.probe = probe
+        self._landed_at: float | None = None
+        """When the last send landed in full (monotonic); None after a failure."""
 
     def send(self, ops: Sequence[Operation]) -> None:
         """Check the server, then send; an unreachable server fails the batch transiently."""
-        try:
-            self.probe.check()
-        except ServerUnreachable as error:
-            raise SinkError(
-                str(error),
-                transient=True,
-                kind=error.kind,
-                pending=ops,
-                retry_after=error.retry_after,
-            ) from None
+        landed_at, self._landed_at = self._landed_at, None
+        fresh = landed_at is not None and time.monotonic() - landed_at < FRESH_FOR
+        if not (fresh and writer_owns_retries()):
+            try:
+                self.probe.check()
+            except ServerUnreachable as error:
+                raise SinkError(
+                    str(error),
+                    transient=True,
+                    kind=error.kind,
+                    pending=ops,
+                    retry_after=error.retry_after,
+                ) from None
         self.sink.send(ops)
+        self._landed_at = time.monotonic()
 
     def cancel(self) -> None:
         """Tell the wrapped sink to make no further call (when it can be told)."""
