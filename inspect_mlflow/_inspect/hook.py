@@ -37,11 +37,10 @@ class ConfigurationError(PrerequisiteError):
         return str(self.message)
 
 
-class MlflowTrackingHook(ExperimentRouting, Hooks):
+class MlflowTrackingHook(Hooks):
     """Logs Inspect evaluations to MLflow as the active mapping describes."""
 
     def __init__(self) -> None:
-        super().__init__()  # the routing state (see ExperimentRouting)
         self._checked = False
         self._fingerprint: tuple[str | None, ...] = ()
         """The environment the cached settings were parsed from (see :meth:`enabled`)."""
@@ -69,6 +68,10 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
         # cancelled by Ctrl-C or SIGTERM gets no task_end, and the run end no logs.
         self._log_locations: dict[str, str] = {}
         self._termination = TerminationGuard()
+        self._routing = ExperimentRouting(
+            self._dispatch, self._prepare, lambda: self._session_for("run_start")
+        )
+        """Which experiment's session each task logs to (its metadata may name one)."""
 
     # -- activation -------------------------------------------------------------------
 
@@ -124,7 +127,7 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
 
         The current session starts on the first point the mapping cares about.
         """
-        routed = self._routes.get(getattr(data, "eval_id", None) or "")
+        routed = self._routing.session_of(getattr(data, "eval_id", None))
         if routed is not None:
             return routed
         session = self._session
@@ -190,7 +193,7 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
 
     async def on_run_start(self, data: Any) -> None:
         """Open the eval-level run and switch provider autolog on."""
-        self._run_starts[data.run_id] = (data, time.time())  # handed on at its first task
+        self._routing.run_starts[data.run_id] = (data, time.time())  # handed on at its first task
         if self._settings is not None:
             # SIGTERM cancels like Ctrl-C until this run ends (even with no run_start rule).
             self._termination.install()
@@ -213,7 +216,7 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
         location = log_location(data.eval_id)
         if location:
             self._log_locations[data.eval_id] = location
-        await self._settings_from_metadata(data)
+        await self._routing.task_started(data, self._settings, self._mapping, self._ids(data))
         await self._prepare("task_start", data)
         self._dispatch("task_start", data)
 
@@ -260,7 +263,7 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
         location = getattr(log, "location", None)
         if not unended or not location or "sample_end" not in self._points:
             return
-        session = self._routes.get(eval_id) or self._session_for("sample_end")
+        session = self._routing.session_of(eval_id) or self._session_for("sample_end")
         if session is None:
             return
         try:
@@ -319,7 +322,8 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
         for eval_id, run_id in list(self._open_tasks.items()):
             if run_id == data.run_id:
                 del self._open_tasks[eval_id]
-        await self._dispatch_run_end(data)
+        home = self._settings.experiment_name if self._settings is not None else ""
+        await self._routing.run_ended(data, home, self._session)
         for eval_id, (run_id, _) in list(self._task_ids.items()):
             if run_id == data.run_id:
                 del self._task_ids[eval_id]
@@ -342,7 +346,7 @@ class MlflowTrackingHook(ExperimentRouting, Hooks):
         return await cancelled_logs(wanted, self._session.settings.flush_timeout)
 
     async def _finish_run(self) -> None:
-        await self._finish_experiment_sessions()
+        await self._routing.finish()
         session = self._session
         self._checked = False
         if session is None:
