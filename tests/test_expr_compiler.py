@@ -14,13 +14,15 @@ from typing import Any
 
 import jmespath
 import pytest
+from inspect_ai.model import ModelOutput, ModelUsage
 from payloads import record_scenario
 from test_engine_default import replay
 
-from inspect_mlflow._engine.expr_compiler import ExprCompiler, _field_names
+from inspect_mlflow._engine.expr_compiler import Evaluator, ExprCompiler, _field_names
+from inspect_mlflow._engine.views import convert
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._mapping.functions import OPTIONS
-from inspect_mlflow._mapping.model import Expr
+from inspect_mlflow._mapping.model import Expr, Where
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
@@ -212,3 +214,40 @@ def test_a_node_type_it_does_not_know_is_left_to_the_interpreter(kind: str) -> N
     compiled = ExprCompiler(OPTIONS).compile(node)
     with pytest.raises(NotImplementedError, match=kind):
         compiled({})
+
+
+# -- plain paths: the evaluator's shortcut reads what the interpreter reads --------------
+
+
+def _output() -> Any:
+    out = ModelOutput.from_content(model="mockllm/model", content="42")
+    out.usage = ModelUsage(input_tokens=3, output_tokens=2, total_tokens=5)
+    return out
+
+
+PLAIN_DOCS: list[dict[str, Any]] = [
+    {"event": convert(_output()), "n": None, "s": "text", "l": [1, 2], "x": {"y": {"z": 0}}},
+    {"event": {"usage": None}, "s": {"t": False}},
+    {},
+]
+
+PLAIN_PATHS = [
+    "event.usage.input_tokens",
+    "event.choices",
+    "event.usage.missing",
+    "event.completion",
+    "n.a",
+    "s.t",
+    "s.t.u",
+    "l.a",
+    "x.y.z",
+    "missing.a.b",
+]
+
+
+@pytest.mark.parametrize("doc", PLAIN_DOCS)
+def test_plain_paths_read_what_jmespath_reads(doc: dict[str, Any]) -> None:
+    evaluator = Evaluator(OPTIONS)
+    for text in PLAIN_PATHS:
+        compiled = Expr(text, jmespath.compile(text), Where("test.yaml", "$"), OPTIONS)
+        assert evaluator.search(compiled, doc) == compiled.search(doc), text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -554,3 +555,77 @@ def test_process_wide_mlflow_state_is_untouched(sqlite_store: Any) -> None:
     assert {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")} == env_before
     assert mlflow.active_run() is None
     assert mlflow.get_last_active_trace_id() == last_trace_before
+
+
+# -- start_trace requests side by side over HTTP, one at a time on a local store --------
+
+
+def _small_trace(key: str, bad: bool = False) -> LogTrace:
+    """One span and one assessment; ``bad`` gives the assessment a source MLflow refuses."""
+    t0 = time.time_ns() - 10**9
+    source = "NOT_A_SOURCE" if bad else "CODE"
+    return LogTrace(
+        run="task:t",
+        trace_key=key,
+        name=key,
+        start_time_ns=t0,
+        end_time_ns=t0 + 10**8,
+        spans=(SpanData("m", None, "model", "LLM", t0 + 10**6, t0 + 10**7),),
+        feedback=(FeedbackData("match", 1, source_type=source),),
+    )
+
+
+class _Overlap:
+    """A real tracing client that records how many ``start_trace`` calls overlap."""
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracing.client import TracingClient
+
+        self.real = TracingClient(uri)
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def start_trace(self, info: Any) -> Any:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.05)  # a far-away server
+            return self.real.start_trace(info)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@pytest.mark.server
+def test_traces_start_side_by_side_over_http_and_failures_stay_theirs(server_store: Any) -> None:
+    from mlflow.tracing.client import TracingClient
+
+    client = server_store.client()
+    experiment_id = server_store.create_experiment()
+    run_id = client.create_run(experiment_id).info.run_id
+    keys = [uuid.uuid4().hex for _ in range(6)]
+    ops = [_small_trace(key, bad=(i == 2)) for i, key in enumerate(keys)]
+    overlap = _Overlap(server_store.tracking_uri)
+    sender = TraceSender(
+        server_store.tracking_uri, experiment_id, max_parallel_requests=4, client=overlap
+    )
+    with pytest.raises(TraceSendError) as caught:
+        sender.send([(op, run_id) for op in ops])
+    sender.close()
+    assert overlap.most > 1  # side by side
+    assert [op.trace_key for op, _ in caught.value.failed] == [keys[2]]
+    found = TracingClient(server_store.tracking_uri).search_traces(
+        locations=[experiment_id], run_id=run_id
+    )
+    landed = {t.info.trace_id for t in found}
+    assert landed == {trace_id_for(k, run_id) for i, k in enumerate(keys) if i != 2}
+    assert all(len(t.info.assessments) == 1 for t in found)
+
+
+def test_local_stores_are_written_one_request_at_a_time() -> None:
+    assert TraceSender("sqlite:///x.db", "1", max_parallel_requests=8).max_parallel_requests == 1
+    assert TraceSender("http://h:5000", "1", max_parallel_requests=8).max_parallel_requests == 8

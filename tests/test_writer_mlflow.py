@@ -10,9 +10,11 @@ import json
 import logging
 import sys
 import threading
+import time
 import types
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -700,3 +702,67 @@ def test_a_trace_with_feedback_lands_on_its_run_through_the_real_trace_sender(sq
     )
     assert len(found) == 1
     assert [(a.name, a.value) for a in found[0].info.assessments] == [("match", 1.0)]
+
+
+# -- a run's documents and tables go up side by side when it closes ----------------------
+
+
+class _SlowUploads:
+    """Wraps a sink's single-file upload: each takes 200 ms more; records how many overlap."""
+
+    def __init__(self, upload: Any) -> None:
+        self.upload = upload
+        self.lock = threading.Lock()
+        self.active = self.most = 0
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, run_id: str, text: str, path: str) -> Any:
+        began = time.monotonic()
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.2)
+            return self.upload(run_id, text, path)
+        finally:
+            with self.lock:
+                self.active -= 1
+            self.spans[path] = (began, time.monotonic())
+
+
+@pytest.mark.server
+def test_a_runs_documents_and_tables_upload_side_by_side_at_close(
+    server_store: Any, tmp_path: Any
+) -> None:
+    sink = server_store.sink()
+    slow = _SlowUploads(sink._tables.log_text)
+    sink._tables.log_text = slow  # type: ignore[method-assign]
+    paths = [f"inspect/t{i}.json" for i in range(4)]
+    sink.send([OpenRun(run="eval:u", kind="eval", name="u", parent=None, tags={})])
+    before = server_store.server.log_size()
+    sink.send(
+        [
+            LogArtifact("eval:u", "eval_logs/u.json", {"status": "success"}),
+            *[AppendRows("eval:u", path, ({"i": i},)) for i, path in enumerate(paths)],
+            CloseRun("eval:u", "FINISHED", 1),
+        ]
+    )
+    # The document rides with the tables (5 files at once), and nothing asks the server
+    # where the run's artifacts go: the sink knows it from creating the run.
+    assert slow.most > 1 and sink.calls["log_text"] == 5
+    doc_began, doc_ended = slow.spans.pop("eval_logs/u.json")
+    assert any(began < doc_ended and doc_began < ended for began, ended in slow.spans.values())
+    requests_made = server_store.server.requests_since(before)
+    assert requests_made[("GET", "/api/2.0/mlflow/runs/get")] == 0
+    run_id = sink.run_id("eval:u")
+    client = server_store.client()
+    for i, path in enumerate(paths):
+        local = client.download_artifacts(run_id, path, str(tmp_path))
+        assert json.loads(open(local).read()) == {"columns": ["i"], "data": [[i]]}
+    local = client.download_artifacts(run_id, "eval_logs/u.json", str(tmp_path))
+    assert json.loads(open(local).read()) == {"status": "success"}
+    tagged = json.loads(client.get_run(run_id).data.tags[LOGGED_ARTIFACTS_TAG])
+    assert tagged == [{"path": path, "type": "table"} for path in paths]
+    logged = json.loads(client.get_run(run_id).data.tags["mlflow.loggedArtifacts"])
+    assert sorted(e["path"] for e in logged) == paths
+    assert client.get_run(run_id).info.status == "FINISHED"
