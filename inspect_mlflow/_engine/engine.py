@@ -1,7 +1,7 @@
 """The mapping engine: a lifecycle point's context in, plain write operations out.
 
 Pure and synchronous: no MLflow, no threads, no Inspect. The hook builds the context
-document (``views.context``), calls :meth:`Engine.handle` under its own lock (calls must
+document (``contexts.context``), calls :meth:`Engine.handle` under its own lock (calls must
 be serialised: counters, open runs and ``unique`` sets live here), and queues the
 returned operations for the writer. Semantics are those of ``docs/mapping-language.md``:
 
@@ -86,7 +86,7 @@ class Engine(RulePipeline):
 
         Args:
             point: The lifecycle point that fired.
-            ctx: Its context document (``views.context``); borrowed for this call only.
+            ctx: Its context document (``contexts.context``); borrowed for this call only.
 
         Returns:
             Operations holding only plain JSON values (safe to queue and spool).

@@ -277,7 +277,7 @@ _POINTS: dict[str, Shape] = {}
 
 
 def point_shape(point: str) -> Shape:
-    """The context document of a lifecycle point, as :func:`views.context` builds it.
+    """The context document of a lifecycle point, as :func:`contexts.context` builds it.
 
     ANY when this Inspect version has no hook for the point (nothing is then checked).
     """
