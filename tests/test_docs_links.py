@@ -85,3 +85,23 @@ def test_the_configuration_page_names_every_variable_the_settings_read() -> None
     page = (ROOT / "docs" / "configuration.md").read_text()
     missing = sorted(v for v in variables if f"`{v}`" not in page)
     assert not missing, f"docs/configuration.md does not name {missing}"
+
+
+def mapping_blocks(page: Path) -> list[str]:
+    """The YAML blocks of a page that are whole mappings (they start with ``version``)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", page.read_text(), re.M | re.S)
+    return [b for b in blocks if re.search(r"^version: \d+$", b, re.M)]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_whole_mapping_shown_loads_without_likely_typos(page: Path) -> None:
+    from inspect_mlflow._inspect.payload_fields import field_typos
+    from inspect_mlflow._mapping import load_mapping_text
+
+    for text in mapping_blocks(page):
+        mapping = load_mapping_text(text, str(page))  # raises with file:line:col
+        assert [t.message for t in field_typos(mapping)] == [], text
+
+
+def test_the_readme_shows_a_mapping() -> None:
+    assert mapping_blocks(ROOT / "README.md")
