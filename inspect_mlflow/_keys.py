@@ -15,6 +15,7 @@ named ``数学`` logs ``eval_logs/数学.json``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import posixpath
@@ -191,7 +192,9 @@ def finite(value: Any, *, as_text: bool = False) -> Any:
 
     They become null, what MLflow's UI parses in tables and documents; with ``as_text``
     they become their text (``"nan"``, ``"inf"``, ``"-inf"``) and keys become text too,
-    for trace values a person reads, where a null would hide what was there.
+    for trace values a person reads, where a null would hide what was there. Objects and
+    lists are copied only where something changed (tuples become lists), so the common
+    case, nothing to replace, allocates nothing.
 
     >>> finite({"a": [1.5, float("nan")]}), finite([float("-inf")], as_text=True)
     ({'a': [1.5, None]}, ['-inf'])
@@ -201,9 +204,26 @@ def finite(value: Any, *, as_text: bool = False) -> Any:
             return value
         return str(value) if as_text else None
     if isinstance(value, dict):
-        return {(str(k) if as_text else k): finite(v, as_text=as_text) for k, v in value.items()}
+        changed: dict[Any, Any] | None = None
+        for index, (key, item) in enumerate(value.items()):
+            new = finite(item, as_text=as_text)
+            name = str(key) if as_text and not isinstance(key, str) else key
+            if changed is None and (new is not item or name is not key):
+                changed = dict(itertools.islice(value.items(), index))
+            if changed is not None:
+                changed[name] = new
+        return value if changed is None else changed
     if isinstance(value, (list, tuple)):
-        return [finite(v, as_text=as_text) for v in value]
+        items: list[Any] | None = None
+        for index, item in enumerate(value):
+            new = finite(item, as_text=as_text)
+            if items is None and new is not item:
+                items = list(value[:index])
+            if items is not None:
+                items.append(new)
+        if items is not None:
+            return items
+        return list(value) if isinstance(value, tuple) else value
     return value
 
 

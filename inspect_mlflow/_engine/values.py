@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inspect_mlflow._engine.views import to_json
-from inspect_mlflow._keys import to_text, truncate_text
+from inspect_mlflow._keys import MAX_TAG_CHARS, finite, to_text, truncate_text
 
 __all__ = [
     "MAX_CELL_CHARS",
@@ -48,9 +48,6 @@ REDACTED = "***"
 
 MAX_PARAM_CHARS = 6000
 """MLflow's limit on a param value."""
-
-MAX_TAG_CHARS = 8000
-"""MLflow's limit on a tag value."""
 
 MAX_CELL_CHARS = 4000
 """Longest table cell kept whole: a longer string, or the long strings inside a longer
@@ -144,10 +141,6 @@ def _hide_credential(key: Any, item: Any) -> Any:
     return REDACTED if key is not None and item is not None and is_credential_key(key) else item
 
 
-def _finite_number(key: Any, item: Any) -> Any:
-    return None if type(item) is float and not math.isfinite(item) else item
-
-
 def redact(value: Any) -> Any:
     """Replace the value of every credential-named key, at any depth, by ``***``.
 
@@ -160,11 +153,6 @@ def redact(value: Any) -> Any:
         The value with credentials hidden.
     """
     return _rewrite(value, _hide_credential)
-
-
-def _finite(value: Any) -> Any:
-    """Non-finite floats (NaN, inf) become null: JSON has no such numbers."""
-    return _rewrite(value, _finite_number)
 
 
 def json_value(value: Any) -> Any:
@@ -182,7 +170,7 @@ def json_value(value: Any) -> Any:
         return value
     if kind is float:
         return value if math.isfinite(value) else None
-    return redact(_finite(to_json(value)))
+    return redact(finite(to_json(value)))
 
 
 MIN_NESTED_CHARS = 200
@@ -311,7 +299,7 @@ def compact_json(value: Any) -> str:
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
-        return compact_json(_finite(value))
+        return compact_json(finite(value))
 
 
 def metric_value(value: Any) -> float | Rejected | None:
