@@ -11,11 +11,9 @@ from typing import Any, Protocol
 
 from inspect_mlflow._engine.run_state import RunState
 from inspect_mlflow._engine.views import MISSING, LazyView
+from inspect_mlflow._mapping.checks import COMPUTED_NAMES
 
 __all__ = ["COMPUTED_NAMES", "RuleDocument", "RunScope"]
-
-COMPUTED_NAMES = frozenset({"counter", "series", "run"})
-"""Names every rule document adds to the context (see ``docs/mapping-language.md``)."""
 
 
 class RunScope(Protocol):

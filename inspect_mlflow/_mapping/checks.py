@@ -29,6 +29,7 @@ from inspect_mlflow._mapping.functions import FUNCTION_TABLE
 from inspect_mlflow._mapping.schema import closest, did_you_mean
 
 __all__ = [
+    "COMPUTED_NAMES",
     "RESERVED_NAMES",
     "Problem",
     "expression_problems",
@@ -37,7 +38,10 @@ __all__ = [
     "structure_problems",
 ]
 
-RESERVED_NAMES = frozenset({"counter", "series", "point", "run"})
+COMPUTED_NAMES = frozenset({"counter", "series", "run"})
+"""Names the engine adds to every rule document, from the state of the rule's run."""
+
+RESERVED_NAMES = COMPUTED_NAMES | {"point"}
 """Names every context document has; a ``for_each`` name may not hide them."""
 
 _RUN_REQUIRED = ("open", "close", "key", "status")
