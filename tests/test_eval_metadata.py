@@ -8,18 +8,29 @@ with ``MlflowClient``, as a user following it would.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import eval_run_name, run_logged
+from e2e_support import demo_task_with, eval_run_name, run_logged
 from inspect_ai import Task
 from inspect_ai.log import read_eval_log
+from inspect_ai.solver import Generate, TaskState, solver
 from mlflow import MlflowClient
 
 from inspect_mlflow._commands.demo import demo_task
-from inspect_mlflow._inspect.eval_metadata import LINK_KEY, eval_settings
+from inspect_mlflow._inspect.eval_metadata import (
+    LINK_KEY,
+    PendingLinks,
+    eval_settings,
+    run_link,
+    run_page,
+)
 
 # -- parsing --------------------------------------------------------------------------
 
@@ -64,6 +75,57 @@ def test_a_bad_value_is_left_out_and_named(metadata: dict[str, Any], problem: st
     assert any(problem in p for p in parsed.problems), parsed.problems
 
 
+# -- the run's page --------------------------------------------------------------------
+
+
+def test_a_servers_run_has_a_url_to_click() -> None:
+    page = run_page("https://user:secret@mlflow.example.com/", "7", "abc")
+    assert page["url"] == "https://mlflow.example.com/#/experiments/7/runs/abc"
+    assert (page["experiment_id"], page["run_id"]) == ("7", "abc")
+    assert "secret" not in json.dumps(page)
+
+
+def test_a_local_stores_run_says_how_to_serve_it() -> None:
+    page = run_page("sqlite:///tmp/mlflow.db", "1", "abc")
+    assert "url" not in page
+    assert page["open"] == (
+        "run `mlflow ui --backend-store-uri sqlite:///tmp/mlflow.db`, then open "
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc"
+    )
+
+
+class _Spec:
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+
+def test_a_pending_link_is_completed_once_the_run_exists() -> None:
+    link = run_link("http://127.0.0.1:5000", "exp", "task:e1")
+    spec = _Spec({"other": 1, LINK_KEY: {**link, "tags": {"team": "nlp"}}})
+    known: dict[str, tuple[str, str]] = {}
+    links = PendingLinks()
+    links.add("e1", spec, "http://127.0.0.1:5000", "task:e1", known.get)
+    assert not links.fill("e1") and "run_id" not in spec.metadata[LINK_KEY]
+    known["task:e1"] = ("3", "r9")
+    assert links.fill("e1")
+    filled = spec.metadata[LINK_KEY]
+    assert filled["url"] == "http://127.0.0.1:5000/#/experiments/3/runs/r9"
+    assert filled["filter"] == link["filter"] and filled["tags"] == {"team": "nlp"}
+    assert spec.metadata["other"] == 1
+    assert links.fill("e1") and links.fill("never-added")
+
+
+def test_a_lookup_that_fails_leaves_the_link_as_it_was() -> None:
+    def broken(key: str) -> tuple[str, str] | None:
+        raise RuntimeError("gone")
+
+    spec = _Spec({LINK_KEY: {"filter": "f"}})
+    links = PendingLinks()
+    links.add("e1", spec, "sqlite:///x.db", "task:e1", broken)
+    assert not links.fill("e1")
+    assert spec.metadata[LINK_KEY] == {"filter": "f"}
+
+
 # -- real evals -----------------------------------------------------------------------
 
 
@@ -89,6 +151,75 @@ def test_the_log_links_to_its_task_run_and_the_run_to_its_log(sqlite_store: Any)
     assert run.data.tags["inspect.eval_id"] == log.eval.eval_id
     assert run.data.tags["inspect.log"] == log.location
     assert "tags" not in link  # no extra tags asked for
+
+
+@solver
+def _wait_for_the_run(uri: str, experiment: str) -> Any:
+    """Sample 1 takes until its task's run exists in MLflow, as a model's answer might."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        if state.sample_id != 1:
+            return state
+        client = MlflowClient(tracking_uri=uri)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = await asyncio.to_thread(client.get_experiment_by_name, experiment)
+            runs = found and await asyncio.to_thread(
+                client.search_runs, [found.experiment_id], "tags.`inspect.task` = 'linked'"
+            )
+            if runs:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # the delivery process says so within 0.05 s
+        return state
+
+    return solve
+
+
+def _linked_eval(store: Any, delivery: str) -> tuple[dict[str, Any], Any]:
+    """An eval whose first sample outlasts its run's creation: the log's link, the run."""
+    task = demo_task_with(_wait_for_the_run(store.tracking_uri, store.experiment_name), 3, "linked")
+    logs = run_logged(
+        task,
+        store.tracking_uri,
+        store.experiment_name,
+        extra_env={"INSPECT_MLFLOW_DELIVERY": delivery},
+    )
+    log = read_eval_log(logs[0].location)
+    return log.eval.metadata[LINK_KEY], _resolve(log)
+
+
+@pytest.mark.parametrize("delivery", ["process", "thread"])
+def test_the_link_names_the_run_and_its_page(sqlite_store: Any, delivery: str) -> None:
+    link, run = _linked_eval(sqlite_store, delivery)
+    assert (link["experiment_id"], link["run_id"]) == (run.info.experiment_id, run.info.run_id)
+    page = f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    assert link["open"] == (
+        f"run `mlflow ui --backend-store-uri {sqlite_store.tracking_uri}`, "
+        f"then open http://127.0.0.1:5000{page}"
+    )
+    assert "url" not in link  # a local store has no page until `mlflow ui` serves it
+
+
+@pytest.mark.server
+def test_the_logs_url_opens_its_run_on_a_server(server_store: Any) -> None:
+    """Delivery process and a real server: the URL in the log names the task's run."""
+    link, found = _linked_eval(server_store, "process")
+    base = server_store.tracking_uri.rstrip("/")
+    prefix = f"{base}/#/experiments/"
+    assert link["url"].startswith(prefix), link
+    experiment_id, _, run_id = link["url"][len(prefix) :].partition("/runs/")
+    assert (experiment_id, run_id) == (link["experiment_id"], link["run_id"])
+    with urllib.request.urlopen(link["url"], timeout=30) as page:  # MLflow's UI answers
+        assert page.status == 200
+    rest = f"{base}/api/2.0/mlflow/runs/get?run_id={run_id}"
+    with urllib.request.urlopen(rest, timeout=30) as answer:
+        run = json.load(answer)["run"]
+    assert run["info"]["experiment_id"] == experiment_id
+    assert run["info"]["run_id"] == found.info.run_id
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["inspect_mlflow.run_key"] == link["run_key"]
+    assert tags["inspect.task"] == "linked"
 
 
 def _two_tasks(experiment: str) -> list[Task]:

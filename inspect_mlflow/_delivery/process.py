@@ -35,6 +35,10 @@ from inspect_mlflow._writer.reachability import own_http_retries
 CONFIRM_INTERVAL = 0.5
 """Seconds between two confirmations of delivered points to the eval's process."""
 
+RUN_IDS_INTERVAL = 0.05
+"""Seconds between two looks for runs newly created in MLflow, whose ids the eval's
+process puts into its log's link to the run before the log's header is written."""
+
 
 class _Forward(logging.Handler):
     """Sends log records to the eval's process, which logs them under the same name.
@@ -120,15 +124,42 @@ class DeliveryProcess:
         if session is not None:
             session.handle_document(point, document, stamp)
 
+    def _send_run_ids(self, sent: set[tuple[int, str]]) -> bool:
+        """Send the ids of open runs that now exist in MLflow, each once; False: pipe gone."""
+        try:
+            sessions = list(self._sessions.items())
+        except RuntimeError:  # changed while copied (a session opened): next time
+            return True
+        for sid, session in sessions:
+            try:
+                found = session.run_ids()
+            except Exception:
+                continue
+            for key, ids in found.items():
+                if (sid, key) in sent:
+                    continue
+                try:
+                    self._out.send(("run", sid, key, *ids))
+                except (OSError, ValueError):
+                    return False
+                sent.add((sid, key))
+        return True
+
     def _confirm(self) -> None:
         """Tell the eval's process, twice a second, which points are delivered (or spooled).
 
         Should this process die, the eval's process takes delivery over and sends again
-        only the points not confirmed (see ``_remote.RemoteSession``).
+        only the points not confirmed (see ``_remote.RemoteSession``). In between, the ids
+        of each run as soon as it exists (for the link in the eval's log).
         """
         confirmed: dict[int, int] = {}
+        sent: set[tuple[int, str]] = set()
         while True:
-            time.sleep(CONFIRM_INTERVAL)
+            due = time.monotonic() + CONFIRM_INTERVAL
+            while time.monotonic() < due:
+                time.sleep(RUN_IDS_INTERVAL)
+                if not self._send_run_ids(sent):
+                    return
             try:
                 sessions = list(self._sessions.items())
             except RuntimeError:  # changed while copied (a session opened): next time

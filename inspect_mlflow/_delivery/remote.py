@@ -90,6 +90,8 @@ class _Process:
         self.gone = False
         self.acked: dict[int, int] = {}
         """Session id -> how many of its points the process confirmed as delivered."""
+        self.run_ids: dict[int, dict[str, tuple[str, str]]] = {}
+        """Session id -> run key -> (experiment id, run id), once the run exists."""
         threading.Thread(
             target=self._read, name="inspect-mlflow-delivery-reader", daemon=True
         ).start()
@@ -157,6 +159,8 @@ class _Process:
                 logging.getLogger(name).log(level, "%s", text)
             elif message[0] == "acked":
                 self.acked[message[1]] = message[2]
+            elif message[0] == "run":
+                self.run_ids.setdefault(message[1], {})[message[2]] = message[3:5]
             elif message[0] == "reply":
                 with self._cond:
                     self._replies[message[1]] = message[2]
@@ -436,6 +440,13 @@ class RemoteSession(AutologOwner):
         if "error" in answer:
             raise answer["error"]
         return answer.get("value")
+
+    def run_ids(self) -> dict[str, tuple[str, str]]:
+        """:meth:`Session.run_ids`, as the delivery process reported them."""
+        if self._local is not None:
+            return self._local.run_ids()  # type: ignore[no-any-return]
+        process = self._process
+        return dict(process.run_ids.get(self._sid, {})) if process is not None else {}
 
     def prepare(self, point: str, data: Any, **ids: Any) -> None:
         """Have the delivery process read the saved state of runs this point continues.

@@ -23,7 +23,7 @@ from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
-from inspect_mlflow._operations import Operation
+from inspect_mlflow._operations import OpenRun, Operation
 from inspect_mlflow._writer.writer import BackgroundWriter
 
 if TYPE_CHECKING:
@@ -285,6 +285,20 @@ class Session(AutologOwner):
                 self._confirmed = self._progress.popleft()[0]
             return self._confirmed
 
+    def run_ids(self) -> dict[str, tuple[str, str]]:
+        """(experiment id, run id) of each open run that exists in MLflow, by logical key.
+
+        For the link in the eval's log (see ``eval_metadata``): a run is in once the
+        writer has created or found it (never one that went to the spool).
+        """
+        sink = getattr(self, "sink", None)
+        experiment_id = sink.experiment_id if sink is not None else None
+        if sink is None or experiment_id is None:
+            return {}
+        with self._lock:
+            keys = self.engine.open_runs()
+        return {key: (experiment_id, run) for key in keys if (run := sink.run_id(key))}
+
     def _now(self) -> float:
         return self._stamp if self._stamp is not None else time.time()
 
@@ -341,6 +355,10 @@ class Session(AutologOwner):
 
     def _emit(self, ops: list[Operation]) -> None:
         self.pipeline.emit(ops)
+        if any(isinstance(op, OpenRun) for op in ops):
+            # Now, not at the next delivery: the eval's log links to the run by its id,
+            # known once the run exists (see run_ids). Wakes the writer, waits for nothing.
+            self.writer.flush(0)
 
     def close_open_runs(self, status: str) -> None:
         """Queue the closing of every run still open, after the points queued before it.

@@ -10,7 +10,9 @@ the epoch, so its metric timestamps are the same wherever it is evaluated),
 ``("prepare", sid, point, document)``,
 ``("finish", seq, sid, timeout)``, ``("close", seq, sid, timeout)``;
 delivery -> eval: ``("log", level, logger_name, text)``, ``("reply", seq, value)``,
-``("acked", sid, n)`` (the first ``n`` points of session ``sid`` are delivered or spooled).
+``("acked", sid, n)`` (the first ``n`` points of session ``sid`` are delivered or spooled),
+``("run", sid, key, experiment_id, run_id)`` (run ``key`` of session ``sid`` now exists in
+MLflow: the eval's log links to its page).
 """
 
 from __future__ import annotations

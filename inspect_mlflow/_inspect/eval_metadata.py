@@ -17,14 +17,22 @@ then ``MLFLOW_EXPERIMENT_NAME``, then ``inspect_ai``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from inspect_mlflow._writer.spool import public_uri
 
-__all__ = ["LINK_KEY", "SETTINGS_KEY", "EvalSettings", "eval_settings", "run_link"]
+__all__ = [
+    "LINK_KEY",
+    "SETTINGS_KEY",
+    "EvalSettings",
+    "PendingLinks",
+    "eval_settings",
+    "run_link",
+    "run_page",
+]
 
 SETTINGS_KEY = "inspect_mlflow"
 """The metadata key (and dotted prefix) of per-eval settings."""
@@ -149,3 +157,72 @@ def run_link(tracking_uri: str, experiment: str, run_key: str) -> dict[str, str]
         "filter": search,
         "open": _how_to_open(tracking_uri, experiment, search),
     }
+
+
+LOCAL_UI = "http://127.0.0.1:5000"
+"""Where ``mlflow ui`` serves a local store unless told otherwise (its default)."""
+
+
+def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str, str]:
+    """What the link gains once the run exists in MLflow: its ids and its page.
+
+    A server's run page is ``<uri>/#/experiments/<id>/runs/<id>``, a URL a person can
+    click in Inspect View. A local store (a sqlite file, a folder) has no page until
+    ``mlflow ui`` serves it: ``open`` says so, with the page it will have.
+    """
+    shown = public_uri(tracking_uri).rstrip("/")
+    path = f"/#/experiments/{experiment_id}/runs/{run_id}"
+    page = {"experiment_id": experiment_id, "run_id": run_id}
+    if urlsplit(tracking_uri).scheme.lower() in ("http", "https"):
+        return {**page, "url": shown + path, "open": f"open {shown + path}"}
+    return {
+        **page,
+        "open": f"run `mlflow ui --backend-store-uri {shown}`, then open {LOCAL_UI}{path}",
+    }
+
+
+RunLookup = Callable[[str], "tuple[str, str] | None"]
+"""A session's answer for a run key: (experiment id, run id) once the run exists."""
+
+
+class PendingLinks:
+    """Task links still waiting for their run's ids, filled in before the log is written.
+
+    The eval's process learns a run's ids only after the delivery creates it (within a
+    second of the task's start), while Inspect writes ``spec.metadata`` into the log's
+    header when the task ends. Filling happens on the event loop (the hook's callbacks),
+    replacing the link's entry whole: the dict keeps its size while Inspect may read it.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[Any, str, str, RunLookup]] = {}
+        self.waited: set[str] = set()
+        """Tasks whose one bounded wait for the ids is spent."""
+
+    def add(self, eval_id: str, spec: Any, tracking_uri: str, key: str, lookup: RunLookup) -> None:
+        """Remember that the link of ``spec`` (task ``eval_id``) lacks run ``key``'s ids."""
+        self._pending[eval_id] = (spec, tracking_uri, key, lookup)
+
+    def fill(self, eval_id: str) -> bool:
+        """Complete the task's link if its run's ids are known; True when none is pending."""
+        entry = self._pending.get(eval_id)
+        if entry is None:
+            return True
+        spec, tracking_uri, key, lookup = entry
+        try:
+            ids = lookup(key)
+        except Exception:  # a session that cannot say: the link keeps its search filter
+            ids = None
+        if ids is None:
+            return False
+        del self._pending[eval_id]
+        metadata = getattr(spec, "metadata", None)
+        link = metadata.get(LINK_KEY) if isinstance(metadata, dict) else None
+        if isinstance(link, dict):
+            metadata[LINK_KEY] = {**link, **run_page(tracking_uri, *ids)}
+        return True
+
+    def drop(self, eval_id: str) -> None:
+        """Forget the task (it ended: its header is written)."""
+        self._pending.pop(eval_id, None)
+        self.waited.discard(eval_id)

@@ -223,6 +223,7 @@ class MlflowTrackingHook(Hooks):
     async def on_task_end(self, data: Any) -> None:
         """Log the samples the task's log has but whose end never fired; close the task run."""
         self._open_tasks.pop(data.eval_id, None)
+        self._routing.links.drop(data.eval_id)  # its header is written
         await self._reconcile(data.eval_set_id, data.run_id, data.eval_id, data.log)
         self._dispatch("task_end", data)
 
@@ -248,6 +249,7 @@ class MlflowTrackingHook(Hooks):
         if "sample_end" in self._resume_points:
             await self._prepare("sample_end", data)
         self._dispatch("sample_end", data)
+        await self._routing.link_run(data.eval_id)
 
     async def _reconcile(
         self, eval_set_id: str | None, run_id: str, eval_id: str, log: Any

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,10 +19,15 @@ import anyio
 import anyio.to_thread
 
 from inspect_mlflow._config import Settings
+from inspect_mlflow._inspect.eval_metadata import PendingLinks
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExperimentRouting"]
+__all__ = ["LINK_WAIT", "ExperimentRouting"]
+
+LINK_WAIT = 0.3
+"""Seconds a task's first sample end waits, once, for its run's ids (the log's URL) when
+they are not in yet; a run created later still gets in at a later sample's end."""
 
 
 Dispatch = Callable[..., None]
@@ -61,6 +67,8 @@ class ExperimentRouting:
         """(experiment, run_id) pairs whose session got the run's start."""
         self._keys: Any = None
         """An engine used only for the logical keys of a task's runs (the log's link)."""
+        self.links = PendingLinks()
+        """Task links still waiting for their run's ids (see :meth:`link_run`)."""
         self._said_metadata = False
 
     def session_of(self, eval_id: str | None) -> Any:
@@ -109,6 +117,30 @@ class ExperimentRouting:
                 spec.metadata = {**metadata, LINK_KEY: link}
             except Exception as err:  # an EvalSpec that refuses: the run still logs
                 logger.debug("inspect-mlflow: cannot link the log to its run: %r", err)
+                return
+        owner = session or self._main_session()
+        if key is not None and owner is not None:
+
+            def lookup(run_key: str) -> tuple[str, str] | None:
+                return owner.run_ids().get(run_key)  # type: ignore[no-any-return]
+
+            self.links.add(data.eval_id, spec, settings.tracking_uri, key, lookup)
+
+    async def link_run(self, eval_id: str) -> None:
+        """Put the URL of the task's run into its log's link, once the run exists.
+
+        At each sample's end (the log's header is written at the task's end): the first
+        one that finds no ids waits for them, :data:`LINK_WAIT` seconds at most and once
+        per task; later ones only look. A run that never exists in time (a server that
+        does not answer) leaves the link as it was: a search filter.
+        """
+        links = self.links
+        if links.fill(eval_id) or eval_id in links.waited:
+            return
+        links.waited.add(eval_id)
+        deadline = time.monotonic() + LINK_WAIT
+        while time.monotonic() < deadline and not links.fill(eval_id):
+            await anyio.sleep(0.02)
 
     async def _start_run_in(self, experiment: str, run_id: str, session: Any) -> None:
         """Hand the run's start to ``session`` (None: the main one) once, at its time."""
