@@ -2,9 +2,9 @@
 
 Why: a mapping author wants to see the runs, keys, values and steps a mapping produces,
 and the expressions that silently gave nothing, before spending an eval on it. The log
-is replayed through the same lifecycle points (:mod:`inspect_mlflow._inspect.log_payloads`),
-engine and pipeline (``_delivery.pipeline``: scrub, then deliver) as ``inspect-mlflow import``;
-only the sink differs: :class:`~inspect_mlflow._commands.dryrun_plan.PlanCapture` keeps
+is replayed through the same lifecycle points (:mod:`inspect_mlflow._inspect.log_payloads`)
+and pipeline (``_delivery.pipeline``: engine, scrub, deliver) as ``inspect-mlflow import``;
+only the end differs: :class:`~inspect_mlflow._commands.dryrun_plan.PlanCapture` keeps
 the operations in memory instead of sending them. The engine is watched through its
 public hooks (:mod:`inspect_mlflow._commands.dryrun_watch`), and the report is
 :mod:`inspect_mlflow._commands.dryrun_report`.
@@ -39,9 +39,7 @@ from inspect_mlflow._commands.dryrun_watch import (
 )
 from inspect_mlflow._delivery.pipeline import Pipeline, environment_secrets
 from inspect_mlflow._engine.contexts import context
-from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._inspect.log_payloads import (
-    LogClock,
     Replayed,
     run_end_point,
     run_start_point,
@@ -83,21 +81,21 @@ def dry_run(
             as a problem instead, after the samples before it).
     """
     header = read_header(log)
-    clock = LogClock()
     typos = field_typos(mapping)
     watch = ExpressionWatch(mapping, typos)
     problems = PlacedProblems()
-    engine = Engine(
+    capture = PlanCapture(max_spans)
+    pipeline = Pipeline(
         mapping,
+        capture.send,
+        environment_secrets() if secrets is None else secrets,
+        replayed=True,
         log_artifacts=log_artifacts,
         traces=traces,
-        clock=clock,
         problems=problems,
         on_search=watch.searched,
         explain_error=watch.explain,
     )
-    capture = PlanCapture(max_spans)
-    pipeline = Pipeline(capture.send, environment_secrets() if secrets is None else secrets)
     points = mapping.points()
     fired: set[str] = set()
 
@@ -105,9 +103,7 @@ def dry_run(
         if item.point not in points:
             return
         fired.add(item.point)
-        if item.time is not None:
-            clock.now = item.time
-        pipeline.emit(engine.handle(item.point, context(item.point, item.data, **item.ids)))
+        pipeline.feed(item.point, context(item.point, item.data, **item.ids), at=item.time)
 
     feed(run_start_point([header]))
     try:

@@ -1,8 +1,8 @@
 """Import existing Inspect eval logs into MLflow: each log replayed through the pipeline.
 
 Why: a log file holds what the hooks saw while the eval ran, so the payloads rebuilt
-from it (:mod:`inspect_mlflow._inspect.log_payloads`), fed to the same engine, mapping
-and pipeline as a live run (scrub -> track -> writer), land the same runs, tags, params,
+from it (:mod:`inspect_mlflow._inspect.log_payloads`), fed to the same mapping and
+pipeline as a live run (engine -> scrub -> writer), land the same runs, tags, params,
 metrics with their steps, tables, artifacts and traces. Times come from the log, not
 from the import. Logs of one run (same run id) are replayed together under one parent.
 
@@ -31,9 +31,7 @@ from typing import Any
 from inspect_mlflow._config import Settings
 from inspect_mlflow._delivery.pipeline import Pipeline
 from inspect_mlflow._engine.contexts import context
-from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._inspect.log_payloads import (
-    LogClock,
     Replayed,
     run_end_point,
     run_start_point,
@@ -115,19 +113,22 @@ class Importer:
         self.mapping = mapping
         self.points = mapping.points()
         self.force = force
-        self._clock = LogClock()
-        self.engine = Engine(
-            mapping,
-            log_artifacts=settings.log_artifacts,
-            traces=settings.traces,
-            clock=self._clock,
-        )
         if sink is None:
             sink = self._mlflow_sink(resume=not force)
         self.sink = sink
         self.writer = BackgroundWriter(sink)
-        self.pipeline = Pipeline(self.writer.emit, settings.secrets)
-        """The live path's chain (scrub -> writer): an import stores no credential either."""
+        self.pipeline = Pipeline(
+            mapping,
+            self.writer.emit,
+            settings.secrets,
+            adjust=self._adjust,
+            replayed=True,
+            log_artifacts=settings.log_artifacts,
+            traces=settings.traces,
+        )
+        """The live path's chain (engine -> scrub -> writer): an import stores no
+        credential either."""
+        self.engine = self.pipeline.engine
         if lookup is None and not force:
             lookup = self._mlflow_sink(resume=False)
         self.lookup = lookup
@@ -350,17 +351,25 @@ class Importer:
         found = self._found.get(header.eval.eval_id, ({}, []))[0]
         if not found:
             return []
-        scratch = Engine(self.mapping, log_artifacts=False, traces=False, clock=LogClock())
-        items = [run_start_point([header]), task_start_point(header), task_end_point(header)]
+        written: list[Operation] = []
+        scratch = Pipeline(
+            self.mapping,
+            written.extend,
+            self.settings.secrets,
+            replayed=True,
+            log_artifacts=False,
+            traces=False,
+        )
+        for item in [run_start_point([header]), task_start_point(header), task_end_point(header)]:
+            if item.point in self.points:
+                ctx = context(item.point, item.data, **item.ids)
+                scratch.feed(item.point, ctx, at=item.time)
         lacking: list[str] = []
-        for item in items:
-            if item.point not in self.points:
+        for op in written:
+            held = found.get(op.run)
+            if held is None or not isinstance(op, LogMetrics):
                 continue
-            for op in scratch.handle(item.point, context(item.point, item.data, **item.ids)):
-                held = found.get(op.run)
-                if held is None or not isinstance(op, LogMetrics):
-                    continue
-                lacking += [m.key for m in op.metrics if m.key not in held and m.key not in lacking]
+            lacking += [m.key for m in op.metrics if m.key not in held and m.key not in lacking]
         return lacking
 
     def _only_new(self, ops: list[Operation]) -> list[Operation]:
@@ -466,22 +475,22 @@ class Importer:
         self._opened.add(op.run)
         return dataclasses.replace(op, resume=False) if op.resume and self.force else op
 
+    def _adjust(self, ops: list[Operation]) -> list[Operation]:
+        """The import's step of the pipeline, between the engine and the scrub.
+
+        With ``--force`` a run's first open is a new run; while updating runs already
+        in MLflow, what they hold is left out.
+        """
+        ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
+        return self._only_new(ops) if self._updating else ops
+
     def _feed(self, item: Replayed) -> None:
         if item.point not in self.points:
             return
-        if item.time is not None:
-            self._clock.now = item.time
         ctx = context(item.point, item.data, **item.ids)
         if item.point in self.engine.resume_points and not self.force:
             self._prepare(item.point, ctx)
-        ops: list[Operation] = self.engine.handle(item.point, ctx)
-        ops = [self._opening(op) if isinstance(op, OpenRun) else op for op in ops]
-        if self._updating:
-            ops = self._only_new(ops)
-        if not ops:
-            return
-        self.pipeline.emit(ops)
-        self._pending += len(ops)
+        self._pending += len(self.pipeline.feed(item.point, ctx, at=item.time))
         if self._pending >= self.flush_every:
             self.writer.flush(max(self.settings.flush_timeout, 60.0))
             self._pending = 0

@@ -251,10 +251,13 @@ def _replay_spool(
     uri = tracking_uri or spool.tracking_uri
     if not uri or not spool.experiment_name:
         return FileResult(spool.path, "invalid", message="the file names no tracking URI")
-    # The live path's scrub step: a file spooled by an older version, or written while
-    # another credential was set, must not deliver the credentials of this environment.
-    scrub = Pipeline(None, environment_secrets(uri)).scrub
-    ops = order_for_replay(scrub(list(spool.ops)))
+    # Spooled operations enter the live path's chain after its engine: scrubbed, since a
+    # file spooled by an older version, or written while another credential was set, must
+    # not deliver the credentials of this environment; delivered to a list sent below in
+    # batches that resume where an earlier replay stopped.
+    scrubbed: list[Operation] = []
+    Pipeline(None, scrubbed.extend, environment_secrets(uri)).emit(list(spool.ops))
+    ops = order_for_replay(scrubbed)
     progress = read_progress(spool.path)
     start = progress.get("next", 0) if isinstance(progress.get("next"), int) else 0
     start = max(0, min(start, len(ops)))
@@ -416,7 +419,7 @@ def replay(
     if not files:
         out(f"nothing to replay in {directory}")
         return []
-    pipeline = Pipeline(None, environment_secrets(tracking_uri))
+    pipeline = Pipeline(None, None, environment_secrets(tracking_uri))
 
     def say(line: str) -> None:  # an error or a refused value may quote a credential
         out(pipeline.scrubber.text(line))

@@ -20,7 +20,6 @@ from inspect_mlflow._delivery.pipeline import Pipeline
 from inspect_mlflow._delivery.secrets import ScrubFilter
 from inspect_mlflow._delivery.worker import SerialWorker
 from inspect_mlflow._engine.contexts import context
-from inspect_mlflow._engine.engine import Engine
 from inspect_mlflow._mapping.model import CompiledMapping
 from inspect_mlflow._notice import notice
 from inspect_mlflow._operations import OpenRun, Operation
@@ -124,18 +123,24 @@ class Session(AutologOwner):
         self.mapping = mapping
         self.points = mapping.points()
         self._resume_runs = resume_runs
-        self._stamp: float | None = None
-        """The time of the document being evaluated, when it carries one (see _now)."""
-        self.engine = Engine(
-            mapping, log_artifacts=settings.log_artifacts, traces=settings.traces, clock=self._now
+        self._lock = threading.Lock()
+        # The one chain of every path (see _delivery.pipeline): engine -> scrub -> track
+        # undelivered -> writer; its end is connected once the writer exists (_start_spool).
+        self.pipeline = Pipeline(
+            mapping,
+            None,
+            settings.secrets,
+            lock=self._lock,
+            log_artifacts=settings.log_artifacts,
+            traces=settings.traces,
         )
+        self.engine = self.pipeline.engine
         self._documents = 0
         self._progress: deque[tuple[int, int]] = deque()
         """(documents evaluated, writer operations accepted after them), oldest first."""
         self._confirmed = 0
         self.document_ops = 0
         """Operations emitted for documents evaluated in full (see handle_document)."""
-        self._lock = threading.Lock()
         assert settings.tracking_uri is not None
         self.resume_points = self.engine.resume_points
         """Points that may continue a run closed in an earlier process (see :meth:`prepare`)."""
@@ -195,8 +200,7 @@ class Session(AutologOwner):
             on_failure=self.undelivered.on_failure,
             on_sent=self.undelivered.on_sent,
         )
-        # The one chain of every path (see _pipeline): scrub -> track undelivered -> writer.
-        self.pipeline = Pipeline(self.writer.emit, settings.secrets, track=self.undelivered.track)
+        self.pipeline.connect(self.writer.emit, track=self.undelivered.track)
         self.scrubber = self.pipeline.scrubber
         self._scrub_filter = ScrubFilter(self.scrubber)
         self._scrubbed_loggers = self._scrub_filter.attach() if self.scrubber else []
@@ -299,9 +303,6 @@ class Session(AutologOwner):
             keys = self.engine.open_runs()
         return {key: (experiment_id, run) for key in keys if (run := sink.run_id(key))}
 
-    def _now(self) -> float:
-        return self._stamp if self._stamp is not None else time.time()
-
     def _run_job(
         self,
         point: str,
@@ -341,20 +342,13 @@ class Session(AutologOwner):
         keep: tuple[type[Operation], ...] | None = None,
         counted: bool = True,
     ) -> None:
-        with self._lock:
-            self._stamp = stamp
-            try:
-                ops: list[Operation] = self.engine.handle(point, ctx)
-            finally:
-                self._stamp = None
-        if keep is not None:
-            ops = [op for op in ops if isinstance(op, keep)]
-        elif stamp is not None and counted:
+        ops = self.pipeline.feed(point, ctx, at=stamp, keep=keep)
+        if keep is None and stamp is not None and counted:
             self.document_ops += len(ops)
-        self._emit(ops)
+        self._opened(ops)
 
-    def _emit(self, ops: list[Operation]) -> None:
-        self.pipeline.emit(ops)
+    def _opened(self, ops: list[Operation]) -> None:
+        """Wake the writer when ``ops`` (just emitted) open a run."""
         if any(isinstance(op, OpenRun) for op in ops):
             # Now, not at the next delivery: the eval's log links to the run by its id,
             # known once the run exists (see run_ids). Wakes the writer, waits for nothing.
@@ -371,8 +365,7 @@ class Session(AutologOwner):
     def _close_open_runs(self, status: str) -> None:
         if self._connect_error is not None:
             return
-        with self._lock:
-            ops = self.engine.close_all(status=status)
+        ops = self.pipeline.close_all(status)
         if ops:
             logger.warning(
                 "inspect-mlflow: the eval's process ended before its runs did; "
@@ -380,7 +373,6 @@ class Session(AutologOwner):
                 len(ops),
                 status,
             )
-        self._emit(ops)
 
     def has_open_runs(self) -> bool:
         """True while any run of this session is still open."""

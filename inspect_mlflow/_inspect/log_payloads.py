@@ -3,8 +3,8 @@
 Why: a log file holds what the hooks saw while the eval ran (the spec and plan, every
 sample with its events, the results), so feeding the payloads rebuilt from it to the
 same engine and mapping as a live run (import, the dry run) gives the same operations.
-Times come from the log: each point carries its time, set on the engine's clock
-(:class:`LogClock`) before the point is handled.
+Times come from the log: each point carries its time, which the pipeline
+(``_delivery.pipeline``, ``feed(..., at=)``) sets on the engine's clock.
 
 The payloads are Inspect's own (``inspect_ai.hooks`` dataclasses), in the order of a
 live run: ``run_start``; per task ``task_start``, then per sample (in completion order,
@@ -37,7 +37,6 @@ from inspect_mlflow._inspect.log_reading import (
 )
 
 __all__ = [
-    "LogClock",
     "Replayed",
     "run_end_point",
     "run_start_point",
@@ -58,19 +57,6 @@ class Replayed:
     """When it happened, seconds since the epoch (None: not known, keep the last time)."""
     ids: Mapping[str, Any] = field(default_factory=dict)
     """Identities the hook adds to the context besides the payload (``task_id``)."""
-
-
-class LogClock:
-    """The engine's clock during a replay: the time of the point being handled.
-
-    Set :attr:`now` to a point's time in the log before the engine handles it.
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def run_start_point(headers: Sequence[Any]) -> Replayed:
