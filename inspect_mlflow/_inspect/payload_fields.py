@@ -34,6 +34,7 @@ from inspect_mlflow._inspect.payload_shapes import (
     record,
     union,
 )
+from inspect_mlflow._mapping.checks import COMPUTED_NAMES
 from inspect_mlflow._mapping.model import (
     CompiledMapping,
     Entries,
@@ -301,7 +302,7 @@ def _literal(value: Any) -> Shape:
 
 
 def _computed(mapping: CompiledMapping, kind: str | None) -> dict[str, Shape]:
-    """``counter``, ``series`` and ``run``, which the engine adds to rule documents."""
+    """The shapes of the names the engine adds to rule documents (``COMPUTED_NAMES``)."""
     number = Scalar("number")
     counter = record(
         "the counters",
@@ -325,7 +326,9 @@ def _computed(mapping: CompiledMapping, kind: str | None) -> dict[str, Shape]:
         "datasets": List(dataset),
     }
     run = Obj("the run", run_fields, run_fields.__getitem__, open_=True)
-    return {"counter": counter, "series": series, "run": run}
+    shapes = {"counter": counter, "series": series, "run": run}
+    assert shapes.keys() == COMPUTED_NAMES, "each name the engine adds needs its shape here"
+    return shapes
 
 
 def _scope(base: Shape, names: Mapping[str, Shape]) -> Shape:
