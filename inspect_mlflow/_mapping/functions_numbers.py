@@ -21,7 +21,7 @@ __all__ = ["EXAMPLES", "NumberFunctions", "score_value"]
 _GRADES: dict[str, int | float] = {"C": 1, "P": 0.5, "I": 0, "N": 0}
 """Inspect's CORRECT, PARTIAL, INCORRECT and NOANSWER, compared exactly as Inspect does."""
 
-_WORDS: dict[str, int] = {"yes": 1, "true": 1, "no": 0, "false": 0}
+_WORDS: dict[str, int | float] = {"yes": 1, "true": 1, "no": 0, "false": 0}
 """The boolean words ``value_to_float`` accepts (any case)."""
 
 _V1_WORDS: dict[str, int | float] = {
@@ -55,17 +55,28 @@ def score_value(value: Any) -> int | float | None:
     Where ``value_to_float`` gives up (it logs a warning and returns 0), this is None,
     so a value that is not a score writes nothing rather than a made-up 0.
     """
+    return _as_number(value, _WORDS, grades=_GRADES)
+
+
+def _as_number(
+    value: Any, words: dict[str, int | float], grades: dict[str, int | float] | None = None
+) -> int | float | None:
+    """A score as a number: the conversion ``score_value`` and version 1 share.
+
+    Booleans 1/0, numbers as they are, text by ``grades`` (exact case), then by
+    ``words`` (any case), then as a finite number; anything else None.
+    """
     if isinstance(value, bool):
         return 1 if value else 0
     if is_number(value):
         return value
     if not isinstance(value, str):
         return None
-    grade = _GRADES.get(value)
+    grade = grades.get(value) if grades else None
     if grade is not None:
         return grade
     text = value.strip()
-    word = _WORDS.get(text.lower())
+    word = words.get(text.lower())
     if word is not None:
         return word
     return _parse_number(text)
@@ -102,17 +113,7 @@ class NumberFunctions(Functions):
         >>> [jmespath.search("_to_number_v1(@)", v, EXAMPLES) for v in ["c", "Correct", "N"]]
         [1, 1, None]
         """
-        if isinstance(value, bool):
-            return 1 if value else 0
-        if is_number(value):
-            return value
-        if not isinstance(value, str):
-            return None
-        text = value.strip()
-        word = _V1_WORDS.get(text.lower())
-        if word is not None:
-            return word
-        return _parse_number(text)
+        return _as_number(value, _V1_WORDS)
 
     @signature({"types": ["array", "null"]}, {"types": ["number"]})
     def _func_percentile(self, values: list[Any] | None, p: int | float) -> float | None:
