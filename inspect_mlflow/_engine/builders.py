@@ -6,7 +6,7 @@ Each builds one operation payload from a rule document; a required part that is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from inspect_mlflow._engine.reading import DocumentReader
@@ -199,17 +199,23 @@ class OutputBuilders(DocumentReader):
                 exception=exception,
             )
 
-    def _feedback(self, spec: FeedbackSpec, doc: RuleDocument) -> Iterable[FeedbackData]:
+    def _assessments(
+        self, spec: FeedbackSpec | ExpectationSpec, doc: RuleDocument, what: str
+    ) -> Iterator[tuple[RuleDocument, str, Any]]:
+        """(element, name, value) of each assessment ``spec`` gives; a null name is a problem."""
         for element in self._elements(spec.for_each, doc):
             name = self._opt_text(spec.name, element)
             if name is None:
                 self.problems.add(
-                    "rejected_value", spec.name.where, "feedback name is null; skipped"
+                    "rejected_value", spec.name.where, f"{what} name is null; skipped"
                 )
                 continue
             value = self._search(spec.value, element)
-            if value is MISSING:
-                continue
+            if value is not MISSING:
+                yield element, name, value
+
+    def _feedback(self, spec: FeedbackSpec, doc: RuleDocument) -> Iterable[FeedbackData]:
+        for element, name, value in self._assessments(spec, doc, "feedback"):
             yield FeedbackData(
                 name=name,
                 value=json_value(value),
@@ -220,15 +226,8 @@ class OutputBuilders(DocumentReader):
             )
 
     def _expectations(self, spec: ExpectationSpec, doc: RuleDocument) -> Iterable[ExpectationData]:
-        for element in self._elements(spec.for_each, doc):
-            name = self._opt_text(spec.name, element)
-            if name is None:
-                self.problems.add(
-                    "rejected_value", spec.name.where, "expectation name is null; skipped"
-                )
-                continue
-            value = self._search(spec.value, element)
-            if value is MISSING or value is None:
+        for element, name, value in self._assessments(spec, doc, "expectation"):
+            if value is None:
                 continue
             yield ExpectationData(
                 name=name,
