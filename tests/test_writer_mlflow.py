@@ -345,6 +345,24 @@ def test_plan_keeps_order_relative_to_open_and_close():
     ]
 
 
+def test_trace_steps_before_any_open_start_with_the_batch():
+    """They refer to runs that exist already; after an open or inputs, they wait their turn."""
+    from inspect_mlflow._writer.mlflow_sink.planning import early_traces
+
+    ended = [
+        LogMetrics("a", ()),
+        LogTrace("a", "t1", "s", 0, 1),
+        CloseRun("a", "FINISHED", 0),
+        LogTrace("b", "t2", "s", 0, 1),
+    ]
+    steps = plan(ended)
+    assert [s.kind for s in steps] == ["data", "trace", "CloseRun", "trace"]
+    assert early_traces(steps) == {1, 3}
+    opened = [LogMetrics("a", ()), OpenRun(run="b", kind="task", name=None, parent=None)]
+    opened.append(LogTrace("b", "t3", "s", 0, 1))
+    assert early_traces(plan(opened)) == set()
+
+
 def test_table_json_unions_columns_in_first_seen_order():
     text = table_json([{"b": 1}, {"a": float("nan"), "b": 2}, {"c": {"x": 1}}])
     assert json.loads(text) == {

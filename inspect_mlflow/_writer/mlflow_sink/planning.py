@@ -34,6 +34,7 @@ __all__ = [
     "Entry",
     "Outcome",
     "Step",
+    "early_traces",
     "entry",
     "metric_entry",
     "pack",
@@ -98,6 +99,24 @@ class Step:
     kind: str
     run: str | None
     indices: list[int] = field(default_factory=list)
+
+
+def early_traces(steps: Sequence[Step]) -> set[int]:
+    """Positions of the trace steps that may start with the batch, before its other steps.
+
+    A batch's traces go on the trace lane beside its other steps; the trace steps that
+    come before any run is opened or any input is logged in this batch refer only to
+    runs and models that exist already, so they need not wait for the steps planned
+    before them (a run's ``log_batch``). At a run's end that starts its last traces, the
+    slowest part (one ``start_trace`` each), a round trip or more sooner.
+    """
+    early: set[int] = set()
+    for position, step in enumerate(steps):
+        if step.kind in ("OpenRun", "LogInputs"):
+            break
+        if step.kind == "trace":
+            early.add(position)
+    return early
 
 
 def plan(ops: Sequence[Operation]) -> list[Step]:

@@ -55,6 +55,7 @@ from inspect_mlflow._writer.mlflow_sink.planning import (
     Entry,
     Outcome,
     Step,
+    early_traces,
     entry,
     metric_entry,
     pack,
@@ -216,8 +217,13 @@ class MlflowSink:
                 for model in op.models:
                     self._models.know(model)
         steps = plan(ops)
-        background: list[Future[Outcome]] = []
+        early = early_traces(steps) if self._calls.remote else set()
+        background: list[Future[Outcome]] = [
+            self._lane.executor().submit(self._settle, steps[i], ops, []) for i in sorted(early)
+        ]
         for position, step in enumerate(steps):
+            if position in early:
+                continue
             if step.kind == "trace" and self._calls.remote:
                 background.append(self._lane.executor().submit(self._settle, step, ops, []))
                 continue
@@ -228,7 +234,12 @@ class MlflowSink:
             if not retry:
                 first_error = first_error or error
                 continue
-            later = {i for step_ in steps[position + 1 :] for i in step_.indices}
+            later = {
+                i
+                for number, step_ in enumerate(steps[position + 1 :], position + 1)
+                if number not in early
+                for i in step_.indices
+            }
             failed_late, pending_late, _ = join(background)
             failed |= failed_late
             raise retry_later(error, ops, retry | later | pending_late, failed, rejected)
