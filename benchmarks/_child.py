@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "gc_pause_max": GC.longest,
         "first_sample_start": None if first_start is None else first_start - began_wall,
         "after_last_sample": after_last,
+        "ended_at": ended_wall,
         "mlflow_imported": "mlflow" in sys.modules,
     }
     with open(args.out, "w", encoding="utf-8") as out:

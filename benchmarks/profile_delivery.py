@@ -55,6 +55,29 @@ AREAS = (
 its innermost frame's file."""
 
 
+STEPS = (
+    ("_find_and_load", "once: imports"),
+    ("load_mapping", "once: loading the mapping"),
+    ("Engine.handle", "ours: mapping engine"),
+    ("build_trace", "ours: building traces"),
+    ("TraceSender._call", "MLflow's client: start_trace, log_spans (with HTTP)"),
+    ("MlflowCalls.__call__", "MLflow's client: log_batch, uploads, runs (with HTTP)"),
+    ("table_json", "ours: table files (JSON)"),
+    ("Channel.receive", "ours: unpickling points"),
+    ("BackgroundWriter", "ours: writer, planning, sink"),
+    ("DeliveryProcess", "ours: delivery loop, confirmations"),
+    ("Reachability", "health checks"),
+)
+"""Which step paid for a sample: the first rule whose frame is anywhere in its stack."""
+
+
+def step_of(stack: str) -> str:
+    for needle, name in STEPS:
+        if needle in stack:
+            return name
+    return "other (threads, queues, futures)"
+
+
 def area(frames: list[str]) -> str:
     """Which part of the code a py-spy stack (``func (file:line)`` frames) is in."""
     if any("_find_and_load" in frame for frame in frames):
@@ -85,6 +108,7 @@ def delivery_pid(parent: int, timeout: float = 60.0) -> int | None:
 
 def summarise(collapsed: Path, top: int) -> None:
     by_area: Counter[str] = Counter()
+    by_step: Counter[str] = Counter()
     own: Counter[str] = Counter()
     ours_inclusive: Counter[str] = Counter()
     total = 0
@@ -97,6 +121,7 @@ def summarise(collapsed: Path, top: int) -> None:
         total += count
         leaf = frames[-1]
         by_area[area(frames)] += count
+        by_step[step_of(stack)] += count
         own[leaf] += count
         # The outermost frame of ours below the thread's entry: the step that paid.
         seen = set()
@@ -113,6 +138,11 @@ def summarise(collapsed: Path, top: int) -> None:
     )
     for name, n in by_area.most_common():
         print(f"  {100 * n / total:5.1f}%  {name}")
+    once = sum(n for name, n in by_step.items() if name.startswith("once:"))
+    print("\nby step (inclusive; second column: share of the per-sample work, once-only left out):")
+    for name, n in by_step.most_common():
+        per_sample = "" if name.startswith("once:") else f"{100 * n / (total - once):5.1f}%"
+        print(f"  {100 * n / total:5.1f}%  {per_sample:>6}  {name}")
     print(f"\nfunctions of ours, inclusive (top {top}):")
     for frame, n in ours_inclusive.most_common(top):
         print(f"  {100 * n / total:5.1f}%  {frame}")
