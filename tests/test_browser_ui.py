@@ -263,3 +263,32 @@ def test_a_trace_shows_the_samples_target_as_an_expectation(
     panel = squeeze(section(page, "Assessments", "Notes"))
     assert f"{expectation.name} inspect_ai {target}" in panel, panel
     screenshot(page, shots / "trace.png")
+
+
+def test_a_task_run_overview_lists_its_logged_model_and_dataset(
+    logged: Logged, page: Any, shots: Path
+) -> None:
+    """MLflow 3's records of an evaluation, as its run page shows them (issue 18)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=logged.url)
+    run = client.get_run(logged.run_id("demo_addition"))
+    [model_input] = run.inputs.model_inputs
+    model = client.get_logged_model(model_input.model_id)
+    [dataset_input] = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    # Tall enough for the metrics (with their model), the logged models and the datasets.
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": 1560})
+    open_run(page, logged, "demo_addition")
+    heading = page.get_by_text("Logged models (1)")
+    heading.wait_for()
+    models = squeeze(section(page, "Logged models (1)", "About this run"))
+    assert models.startswith("Logged models (1)") and f"{model.name} Ready" in models, models
+    assert " Input - " in models  # linked as the run's input (type), at no step
+    about = squeeze(section(page, "About this run", "Tags"))
+    assert f"Datasets {dataset.name} ({dataset.digest}) Eval" in about, about
+    # The summary metrics name the model they were measured for; the series do not.
+    metrics = squeeze(section(page, "Metrics (", "Parameters ("))
+    assert f"match/accuracy 1 {model.name}" in metrics, metrics
+    assert "per_sample/match 1 -" in metrics
+    screenshot(page, shots / "run-models.png")
