@@ -441,10 +441,10 @@ class RemoteSession(AutologOwner):
             raise answer["error"]
         return answer.get("value")
 
-    def run_ids(self) -> dict[str, tuple[str, str]]:
-        """:meth:`Session.run_ids`, as the delivery process reported them."""
+    def run_ids(self, keys: Any = None) -> dict[str, tuple[str, str]]:
+        """:meth:`Session.run_ids`, as the delivery process reported them (any run)."""
         if self._local is not None:
-            return self._local.run_ids()  # type: ignore[no-any-return]
+            return self._local.run_ids(keys)  # type: ignore[no-any-return]
         process = self._process
         return dict(process.run_ids.get(self._sid, {})) if process is not None else {}
 

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import inspect_mlflow._delivery.autolog as _autolog
@@ -289,18 +289,21 @@ class Session(AutologOwner):
                 self._confirmed = self._progress.popleft()[0]
             return self._confirmed
 
-    def run_ids(self) -> dict[str, tuple[str, str]]:
-        """(experiment id, run id) of each open run that exists in MLflow, by logical key.
+    def run_ids(self, keys: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+        """(experiment id, run id) of runs that exist in MLflow, by logical key.
 
         For the link in the eval's log (see ``eval_metadata``): a run is in once the
-        writer has created or found it (never one that went to the spool).
+        writer has created or found it (never one that went to the spool). ``keys``:
+        the runs asked about (the event loop asks so: no wait on the engine's lock);
+        None: every open run.
         """
         sink = getattr(self, "sink", None)
         experiment_id = sink.experiment_id if sink is not None else None
         if sink is None or experiment_id is None:
             return {}
-        with self._lock:
-            keys = self.engine.open_runs()
+        if keys is None:
+            with self._lock:
+                keys = self.engine.open_runs()
         return {key: (experiment_id, run) for key in keys if (run := sink.run_id(key))}
 
     def _run_job(

@@ -122,7 +122,7 @@ class ExperimentRouting:
         if key is not None and owner is not None:
 
             def lookup(run_key: str) -> tuple[str, str] | None:
-                return owner.run_ids().get(run_key)  # type: ignore[no-any-return]
+                return owner.run_ids([run_key]).get(run_key)  # type: ignore[no-any-return]
 
             self.links.add(data.eval_id, spec, settings.tracking_uri, key, lookup)
 
