@@ -177,7 +177,9 @@ def odd_eval(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
-    task = next(r for r in runs if r.info.run_name.startswith("odd_values"))
+    # By the tag only the task's run carries: the eval run's name starts with the task's
+    # name too, and which of the two search_runs lists first depends on the clock.
+    [task] = [r for r in runs if r.data.tags.get("inspect.eval_id") == log.eval.eval_id]
     return {
         "log": log,
         "client": client,
