@@ -555,6 +555,21 @@ def test_closing_a_run_on_a_server_is_one_request_and_prints_its_link(
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.server
+def test_the_closing_link_names_a_renamed_run_by_its_new_name(server_store, capsys):
+    """The eval run is renamed at task start (``mlflow.runName``): its link must agree."""
+    sink = server_store.sink()
+    sink.send([OpenRun(run="eval:n", kind="eval", name="inspect-abc", parent=None, tags={})])
+    sink.send([SetTags("eval:n", {"mlflow.runName": "math · mockllm/model · 12-04 02:40"})])
+    capsys.readouterr()
+    sink.send([CloseRun("eval:n", "FINISHED", T0 + 5)])
+    run_id = sink.run_id("eval:n")
+    assert server_store.client().get_run(run_id).info.run_name == (
+        "math · mockllm/model · 12-04 02:40"
+    )
+    assert "View run math · mockllm/model · 12-04 02:40 at:" in capsys.readouterr().out
+
+
 def _fake_trace_module(monkeypatch, send) -> None:
     """Replace the trace sender with one whose ``send`` is ``send(items)``."""
 

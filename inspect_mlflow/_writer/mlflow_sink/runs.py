@@ -159,6 +159,10 @@ class RunRegistry:
         self.artifact_uris[found.info.run_id] = found.info.artifact_uri
         self._run_names[found.info.run_id] = found.info.run_name
 
+    def renamed(self, run_id: str, name: str) -> None:
+        """A run the mapping renamed (its ``mlflow.runName`` tag): the end's link says so."""
+        self._run_names[run_id] = name
+
     def _reopen(self, run: str, status: str) -> None:
         """Continue a run that ended: RUNNING again, and its tables get appended to."""
         if status != "RUNNING":

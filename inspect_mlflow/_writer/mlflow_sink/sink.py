@@ -61,7 +61,7 @@ from inspect_mlflow._writer.mlflow_sink.planning import (
     pack,
     plan,
 )
-from inspect_mlflow._writer.mlflow_sink.runs import RunRegistry
+from inspect_mlflow._writer.mlflow_sink.runs import RUN_NAME_TAG, RunRegistry
 from inspect_mlflow._writer.mlflow_sink.tables import Tables, documents
 from inspect_mlflow._writer.mlflow_sink.trace_lane import TraceLane, join
 from inspect_mlflow._writer.sink import Rejection, SinkError
@@ -413,6 +413,8 @@ class MlflowSink:
         tag_entries = [entry(k, RunTag(k, v)) for k, v in tags.items()]
         for request in pack(param_entries, tag_entries, metrics):
             self._log_isolated(run, run_id, request, rejected)
+        if RUN_NAME_TAG in tags:
+            self._runs.renamed(run_id, tags[RUN_NAME_TAG])
 
     def _log_isolated(
         self, run: str, run_id: str, entries: list[Entry], rejected: list[Rejection]
