@@ -1,7 +1,7 @@
 """The benchmark's printed report: the detail tables, the summary of issue 20, the targets.
 
 The first two tables (wall, requests, memory, loop holds; where the CPU went) keep their
-columns, which ``tests/test_benchmark_smoke.py`` reads. The summary after them puts, per
+columns, which ``tests/e2e/test_benchmark_smoke.py`` reads. The summary after them puts, per
 row, the figures the targets are about side by side, for our hook and, with
 ``--compare-pypi``, the other MLflow integration.
 """

@@ -30,7 +30,7 @@ from typing import Any
 import pydantic
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's payload recorder
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))  # the test suite's payload recorder
 
 from payloads import record_scenario  # noqa: E402
 

@@ -47,7 +47,7 @@ from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
 CHILD = HERE / "_child.py"
-sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's server helper
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))  # the test suite's server helper
 sys.path.insert(0, str(HERE))
 
 from _cases import Case, classify  # noqa: E402

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's helpers
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))  # the test suite's helpers
 
 from contract_support import slow_task  # noqa: E402
 from mlflow_server import start_mlflow_server  # noqa: E402

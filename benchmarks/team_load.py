@@ -1,7 +1,7 @@
 """The team setup under a larger load than CI runs: evals in several processes at once.
 
 Starts PostgreSQL, SeaweedFS (S3) and `mlflow server` with several workers on 127.0.0.1
-(see ``tests/team_server.py``), runs ``--processes`` evals of ``--samples`` samples at the
+(see ``tests/support/team_server.py``), runs ``--processes`` evals of ``--samples`` samples at the
 same moment with the default delivery, then checks the store against every eval's own log
 (runs, metric points and their steps, table rows, traces, assessments) and prints what it
 counted and how long it took. Exits non-zero when anything is missing, doubled or refused.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))  # the test suite's server helpers
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))  # the test suite's server helpers
 
 from team_server import (  # noqa: E402
     check_landed,

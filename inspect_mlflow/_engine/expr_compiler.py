@@ -9,7 +9,7 @@ children's closures directly.
 
 The semantics are the interpreter's, node for node (JMESPath's falsy values, the 0/1 vs
 boolean equality rule, ordering only between numbers or strings, projections dropping
-nulls, the same ``isinstance(..., list)`` checks); ``tests/test_expr_compiler.py`` checks
+nulls, the same ``isinstance(..., list)`` checks); ``tests/unit/test_expr_compiler.py`` checks
 every expression of the shipped mappings and a set of edge cases against the interpreter.
 A node type this module does not know is left to the interpreter, so a newer ``jmespath``
 can only be slower here, not different.

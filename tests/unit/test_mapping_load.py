@@ -19,7 +19,7 @@ from inspect_mlflow._mapping.compile import TemplateError, split_template
 from inspect_mlflow._mapping.model import LIFECYCLE_POINTS, Expr, ObjectExpr
 from inspect_mlflow._paths import default_mapping_path, schema_path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 VALID = """\
 version: 1

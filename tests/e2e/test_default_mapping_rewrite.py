@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from inspect_ai import eval as inspect_eval
 from payloads import record_scenario
-from test_engine_default import replay
+from replays import replay
 
 from inspect_mlflow._commands.demo import demo_model, demo_task
 from inspect_mlflow._commands.dryrun import dry_run
 from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._paths import default_mapping_path
 
-V1 = Path(__file__).resolve().parent / "default_mapping_v1.yaml"
+V1 = Path(__file__).resolve().parents[1] / "support" / "default_mapping_v1.yaml"
 
 
 def test_the_rewrite_is_version_2_and_shorter() -> None:

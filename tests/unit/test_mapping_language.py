@@ -386,7 +386,7 @@ def test_feedback_and_expectations_name_their_source() -> None:
 
 # -- the documentation's examples -----------------------------------------------------
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "mapping-language.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "mapping-language.md"
 
 
 def _yaml_blocks() -> list[str]:

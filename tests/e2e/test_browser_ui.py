@@ -50,7 +50,7 @@ CLOSE_ASSISTANT = (
     "localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
     "localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
 )
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

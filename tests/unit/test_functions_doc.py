@@ -16,7 +16,7 @@ import jmespath
 
 from inspect_mlflow._mapping.functions import OPTIONS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def functions_doc() -> ModuleType:

@@ -79,7 +79,8 @@ def test_text_report_of_the_default_mapping(
         f"    per_sample/match  steps 0..{SAMPLES - 1} ({SAMPLES} points): first 1, last 1",
         f"    per_call/model_call  steps 0..{2 * SAMPLES - 1} ({2 * SAMPLES} points): "
         f"first 1, last {2 * SAMPLES}",
-        f"    per_call/tool_call  steps 0..{SAMPLES - 1} ({SAMPLES} points): first 1, last {SAMPLES}",
+        f"    per_call/tool_call  steps 0..{SAMPLES - 1} ({SAMPLES} points): "
+        f"first 1, last {SAMPLES}",
         f"    inspect/samples.json: {SAMPLES} rows, ",
         f"    sample_results/demo_addition.json: {SAMPLES} records",
         "problems (0)",

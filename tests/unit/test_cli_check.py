@@ -14,7 +14,7 @@ from inspect_mlflow._commands.cli import main
 from inspect_mlflow._mapping import load_mapping, load_mapping_text
 from inspect_mlflow._paths import default_mapping_path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 BROKEN = """\
 version: 1

@@ -16,7 +16,7 @@ import jmespath
 import pytest
 from inspect_ai.model import ModelOutput, ModelUsage
 from payloads import record_scenario
-from test_engine_default import replay
+from replays import replay
 
 from inspect_mlflow._engine.expr_compiler import Evaluator, ExprCompiler, _field_names
 from inspect_mlflow._engine.views import convert
@@ -24,7 +24,7 @@ from inspect_mlflow._mapping import load_mapping
 from inspect_mlflow._mapping.functions import OPTIONS
 from inspect_mlflow._mapping.model import Expr, Where
 
-MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 
 
 class _Interpreted:

@@ -1,7 +1,7 @@
 """The default mapping on real hook payloads: the exact operations it produces.
 
 These tests are what proves every path in ``mappings/default.yaml`` is right: each
-payload comes from a real offline Inspect eval (``tests/payloads.py``), replayed through
+payload comes from a real offline Inspect eval (``tests/support/payloads.py``), replayed through
 ``views.context`` and the engine in the order the hooks fired.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from payloads import EPOCHS, MODEL_NAME, SAMPLES, TASK_ARGS, Recording, record_scenario
+from replays import NOW, Replay, replay
 
 from inspect_mlflow._engine.contexts import context
 from inspect_mlflow._engine.engine import Engine
@@ -28,47 +28,6 @@ from inspect_mlflow._operations import (
     LogTrace,
     OpenRun,
 )
-
-NOW = 1_750_000_000.0
-
-
-@dataclasses.dataclass
-class Replay:
-    rec: Recording
-    engine: Engine
-    ops: list[Any]
-
-    def of(self, kind: type, run: str | None = None) -> list[Any]:
-        return [op for op in self.ops if isinstance(op, kind) and (run is None or op.run == run)]
-
-    def metric_points(self, key: str) -> list[tuple[float, int]]:
-        return [(m.value, m.step) for op in self.of(LogMetrics) for m in op.metrics if m.key == key]
-
-    def rows(self, path: str) -> list[dict[str, Any]]:
-        return [row for op in self.of(AppendRows) if op.path == path for row in op.rows]
-
-    @property
-    def task_key(self) -> str:
-        return f"task:{self.rec['task_start'][0].eval_id}"
-
-    @property
-    def eval_key(self) -> str:
-        return f"eval:{self.rec['run_start'][0].run_id}"
-
-
-def replay(
-    rec: Recording,
-    mapping: Any = None,
-    points: Iterator[tuple[str, Any]] | None = None,
-    evaluator: Any = None,
-) -> Replay:
-    engine = Engine(mapping or load_mapping(), clock=lambda: NOW)
-    if evaluator is not None:
-        engine._evaluator = evaluator
-    ops: list[Any] = []
-    for point, data in points if points is not None else rec.sequence:
-        ops.extend(engine.handle(point, context(point, data)))
-    return Replay(rec, engine, ops)
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +131,9 @@ def test_per_sample_metrics_step_through_every_completed_sample(ok: Replay) -> N
     ended = samples_ended(ok.rec)
     assert len(ended) == len(SAMPLES) * EPOCHS
     # step i belongs to the i-th sample_end (completion order across epochs)
-    assert ok.metric_points("per_sample/total_time") == [(s.total_time, i) for i, s in enumerate(ended)]
+    assert ok.metric_points("per_sample/total_time") == [
+        (s.total_time, i) for i, s in enumerate(ended)
+    ]
     assert ok.metric_points("per_sample/match") == [(1.0, i) for i in range(len(ended))]
     assert ok.metric_points("per_sample/digits") == [
         (float(s.scores["digits"].value), i) for i, s in enumerate(ended)

@@ -3,7 +3,7 @@
 The stages are shown on a real engine with a small mapping (no MLflow: the end of the
 chain is a list); the paths are checked on their source, since an engine or a scrubber
 built by a path would bypass the chain (issue 15: that is how a credential reached
-MLflow on import). ``tests/test_secrets.py`` shows the scrub step at run time on each path.
+MLflow on import). ``tests/e2e/test_secrets.py`` shows the scrub step at run time on each path.
 """
 
 from __future__ import annotations

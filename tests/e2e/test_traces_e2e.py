@@ -14,6 +14,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,9 +277,11 @@ def test_default_trace_rule_lands_every_sample_span_and_score(
         assert {parent_names.get(s.parent_id) for s in llm} == {"generate"}
 
 
+HERE = Path(__file__).resolve().parent
+
 _HOOK_SCRIPT = """
 import sys
-sys.path.insert(0, sys.argv[2])
+sys.path[:0] = sys.argv[2:4]
 from inspect_ai import eval
 from test_traces_e2e import _answer, _task
 [log] = eval(_task(), model="mockllm/model", model_args={"custom_outputs": _answer},
@@ -297,7 +300,6 @@ def test_the_hook_logs_traces_on_the_task_run(tmp_path: Any) -> None:
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     from mlflow import MlflowClient
     from mlflow.tracing.client import TracingClient
@@ -310,7 +312,14 @@ def test_the_hook_logs_traces_on_the_task_run(tmp_path: Any) -> None:
         INSPECT_MLFLOW_AUTOLOG_ENABLED="false",
     )
     done = subprocess.run(
-        [sys.executable, "-c", _HOOK_SCRIPT, str(tmp_path / "logs"), str(Path(__file__).parent)],
+        [
+            sys.executable,
+            "-c",
+            _HOOK_SCRIPT,
+            str(tmp_path / "logs"),
+            str(HERE),
+            str(HERE.parent / "support"),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

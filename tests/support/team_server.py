@@ -11,7 +11,7 @@ free ports, and stops each by its PID:
   bucket; telemetry off, every port on loopback.
 - :func:`start_team_server`: both, and `mlflow server` with several workers on top.
 
-Used by ``tests/test_team_server.py`` (one size, in CI) and ``benchmarks/team_load.py``
+Used by ``tests/e2e/test_team_server.py`` (one size, in CI) and ``benchmarks/team_load.py``
 (the larger load). :func:`run_evals_at_once` and :func:`check_landed` are the load itself
 and its check against Inspect's own logs.
 """

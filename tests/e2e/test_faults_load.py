@@ -25,7 +25,7 @@ from inspect_mlflow._writer.spool import decode_op, list_spool_files
 
 pytestmark = [pytest.mark.e2e]
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "support"
 
 CHILD = textwrap.dedent(
     """

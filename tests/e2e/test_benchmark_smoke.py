@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow_server import MlflowServer
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "overhead.py"
 
 COLUMNS = (
     "samples",

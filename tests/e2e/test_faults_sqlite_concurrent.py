@@ -48,14 +48,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+
+
 def test_evals_started_at_once_on_a_new_sqlite_file_all_land(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     uri = f"sqlite:///{db}"
     experiment = new_experiment_name("sqlite-race")
     script = tmp_path / "child.py"
-    script.write_text(
-        SCRIPT.format(tests=str(Path(__file__).parent), samples=SAMPLES), encoding="utf-8"
-    )
+    script.write_text(SCRIPT.format(tests=str(SUPPORT), samples=SAMPLES), encoding="utf-8")
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": uri,
