@@ -1,6 +1,6 @@
 """Write ``docs/api.md`` from the docstrings of the public API (``python tools/api_doc.py``).
 
-Why generated: the page must say what the code says. ``tests/test_api.py`` fails when
+Why generated: the page must say what the code says. ``tests/e2e/test_api.py`` fails when
 the file differs from what this script writes, or when a public name has no docstring.
 """
 

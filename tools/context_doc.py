@@ -3,7 +3,7 @@
 Why generated: the reference must list what a rule really sees, no more and no less. The
 field tables come from ``point_shape``, the shapes the dry run's typo check walks (a field
 listed here is never reported as a likely typo, and a field it reports is not listed);
-the meanings are Inspect's own attribute docstrings. ``tests/test_context_doc.py`` fails
+the meanings are Inspect's own attribute docstrings. ``tests/unit/test_context_doc.py`` fails
 when the page differs from what ``python tools/context_doc.py`` writes, and checks every
 example against a real eval. The prose (notes, examples, what is left out) lives in
 ``tools/context_notes.py``.

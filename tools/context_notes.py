@@ -2,7 +2,7 @@
 
 ``tools/context_doc.py`` writes the field tables from Inspect's types; this module holds
 the rest: the introduction, the names the engine adds, what is left out and why, notes
-per point and examples. ``tests/test_context_doc.py`` checks every example expression
+per point and examples. ``tests/unit/test_context_doc.py`` checks every example expression
 with the dry run's typo check and against the values of a real eval, and the names the
 engine adds against the engine.
 """
@@ -209,4 +209,4 @@ EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("before_model_generate", "tools[].name", '["add"]'),
     ("before_model_generate", "config.temperature", "0.2"),
 )
-"""(point, expression, what it gives) from an eval of ``tests/payloads.py``'s ``arith``."""
+"""(point, expression, what it gives) from an eval of ``tests/support/payloads.py``'s ``arith``."""

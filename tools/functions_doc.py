@@ -4,7 +4,7 @@ Why generated: one table, and it must say what the code does. It is read from th
 functions object every mapping expression is evaluated with (``OPTIONS.custom_functions``),
 not from a source file, so it follows the functions wherever they are defined. Each
 example is the first doctest of the function's docstring, run again here and shown as
-JSON. ``tests/test_functions_doc.py`` fails when the page differs from what
+JSON. ``tests/unit/test_functions_doc.py`` fails when the page differs from what
 ``python tools/functions_doc.py`` writes, or when a function has no docstring or example.
 """
 
