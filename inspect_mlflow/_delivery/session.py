@@ -148,6 +148,8 @@ class Session(AutologOwner):
         self.errors = 0
         self._worker = SerialWorker(self._run_job, name="inspect-mlflow-engine")
         self._connect_error: Exception | None = None
+        self.writer: BackgroundWriter | None = None
+        """Built on the worker thread when the session connects (MLflow's import is slow)."""
         # The first job, before any point: importing MLflow takes seconds, which the
         # event loop (this runs in the first hook callback) must not wait for.
         self._worker.call(self._connect)
@@ -281,7 +283,7 @@ class Session(AutologOwner):
 
     def points_confirmed(self) -> int:
         """How many documents, oldest first, have all their writes delivered or spooled."""
-        if not hasattr(self, "writer"):
+        if self.writer is None:
             return 0
         settled = self.writer.settled_count
         with self._lock:
@@ -326,7 +328,7 @@ class Session(AutologOwner):
             if self.errors == 1:
                 logger.warning("inspect-mlflow: error at %s: %r", point, err)
         finally:
-            if ids is None and hasattr(self, "writer"):
+            if ids is None and self.writer is not None:
                 emitted = self.writer.emitted_count
                 with self._lock:
                     self._documents += 1
@@ -394,7 +396,7 @@ class Session(AutologOwner):
         began = time.monotonic()
         self._worker.drain(timeout)  # evaluate the points still queued
         timeout = max(0.0, timeout - (time.monotonic() - began))
-        if self._connect_error is not None or not hasattr(self, "writer"):
+        if self._connect_error is not None or self.writer is None:
             return False
         grace = min(1.0, timeout / 4)
         delivered = self._gave_up is False and self.writer.flush(timeout - grace)
@@ -412,7 +414,7 @@ class Session(AutologOwner):
         (so a replay cannot race the call) until it ends; a daemon thread waits for that.
         """
         self._worker.stop(timeout)
-        if self._connect_error is not None or not hasattr(self, "writer"):
+        if self._connect_error is not None or self.writer is None:
             return
         self.writer.shutdown(0.0 if self._gave_up else timeout)
         if self.writer.wait_closed(0):
