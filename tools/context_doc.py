@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "context-documents.md"
 sys.path.insert(0, str(ROOT / "tools"))
 
-from context_notes import (  # noqa: E402  (tools/ is not a package)
+from context_notes import (  # noqa: E402
     ADDED,
     EVENTS_TEXT,
     EXAMPLES,
@@ -40,6 +40,7 @@ from context_notes import (  # noqa: E402  (tools/ is not a package)
     MEANINGS,
     POINT_NOTES,
 )
+from generated_page import write_or_check  # noqa: E402  (tools/ is not a package)
 
 from inspect_mlflow._inspect.payload_shapes import (  # noqa: E402
     ANY,
@@ -422,14 +423,7 @@ def generated_for(text: str) -> str | None:
 
 def main() -> int:
     """Write the page; with ``--check``, exit 1 when it is out of date instead."""
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if PAGE.read_text() != text:
-            print(f"{PAGE} is out of date: run python tools/context_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    return 0
+    return write_or_check(PAGE, render(), "tools/context_doc.py")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ import jmespath
 from jmespath.functions import Functions
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generated_page import write_or_check  # noqa: E402  (tools/ is not a package)
+
 PAGE = ROOT / "docs" / "functions.md"
 
 
@@ -186,14 +189,7 @@ def render() -> str:
 
 def main() -> int:
     """Write the page; with ``--check``, exit 1 when it is out of date instead."""
-    text = render()
-    if "--check" in sys.argv[1:]:
-        if PAGE.read_text() != text:
-            print(f"{PAGE} is out of date: run python tools/functions_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(text)
-    return 0
+    return write_or_check(PAGE, render(), "tools/functions_doc.py")
 
 
 if __name__ == "__main__":
