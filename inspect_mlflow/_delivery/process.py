@@ -124,6 +124,11 @@ class DeliveryProcess:
         if session is not None:
             session.handle_document(point, document, stamp)
 
+    def _on_hurry(self, sid: int) -> None:
+        session = self._sessions.get(sid)
+        if session is not None:
+            session.hurry()
+
     def _send_run_ids(self, sent: set[tuple[int, str]]) -> bool:
         """Send the ids of open runs that now exist in MLflow, each once; False: pipe gone."""
         try:

@@ -19,6 +19,7 @@ the session falls back to working in this process (``INSPECT_MLFLOW_DELIVERY=thr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -391,8 +392,7 @@ class RemoteSession(AutologOwner):
             ctx = context(point, data, **ids)
             if not self._filter.matters(point, ctx):
                 return
-        # The context built for the decision goes along (its views keep what they read);
-        # the loop never touches it again.
+        # The decision's context goes along (its views keep what they read), never used here.
         self._feeder.submit(point, data, ids, ctx, stamp)
 
     def _send(
@@ -448,12 +448,22 @@ class RemoteSession(AutologOwner):
         process = self._process
         return dict(process.run_ids.get(self._sid, {})) if process is not None else {}
 
+    def hurry(self) -> None:
+        """:meth:`Session.hurry`, after the points queued so far (a hint: not journaled)."""
+        self._feeder.call(self._send_hurry)
+
+    def _send_hurry(self) -> None:
+        if self._local is not None:
+            self._local.hurry()
+        elif self._process is not None:
+            with contextlib.suppress(Exception):  # a broken pipe: the next point takes over
+                self._process.send(("hurry", self._sid))
+
     def prepare(self, point: str, data: Any, **ids: Any) -> None:
         """Have the delivery process read the saved state of runs this point continues.
 
-        Returns at once: the request goes down the pipe ahead of the point itself, and
-        the delivery process reads the state (bounded by the flush timeout) before it
-        evaluates the point. The eval's start does not wait for the network.
+        Returns at once: the delivery process reads it (within the flush timeout) before
+        it evaluates the point, which follows the request down the pipe.
         """
         if point in self.resume_points:
             self._feeder.call(self._send_prepare, point, data, ids)
@@ -461,15 +471,14 @@ class RemoteSession(AutologOwner):
     def _send_prepare(self, point: str, data: Any, ids: dict[str, Any]) -> None:
         if self._local is not None:
             self._local.prepare(point, data, **ids)
-            return
-        if self._process is None:
-            return
-        document = to_json(context(point, data, **ids))
-        try:
-            self._journal_send(("prepare", self._sid, point, document))
-        except Exception as err:
-            if not self._take_over(err):
-                self._lost(err)
+        elif self._process is not None:
+            try:
+                self._journal_send(
+                    ("prepare", self._sid, point, to_json(context(point, data, **ids)))
+                )
+            except Exception as err:
+                if not self._take_over(err):
+                    self._lost(err)
 
     def finish(self, timeout: float) -> bool:
         """Deliver everything within ``timeout`` seconds (spool the rest); True if delivered."""
@@ -495,9 +504,7 @@ class RemoteSession(AutologOwner):
 
     def has_open_runs(self) -> bool:
         """True while any run of this session is still open (as of the last finish)."""
-        if self._local is not None:
-            return bool(self._local.has_open_runs())
-        return self._open_runs
+        return self._open_runs if self._local is None else bool(self._local.has_open_runs())
 
     def close(self, timeout: float) -> None:
         """End the session in the delivery process (its writer stops after a last flush)."""

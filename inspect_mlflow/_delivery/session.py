@@ -261,6 +261,18 @@ class Session(AutologOwner):
         if point in self.points:
             self._worker.submit(point, data, ids, stamp)
 
+    def hurry(self) -> None:
+        """Deliver what the points queued so far write now, not at the next interval.
+
+        In order with the points: the writer is woken once the engine has evaluated
+        every point queued before this call.
+        """
+        self._worker.call(self._wake_writer)
+
+    def _wake_writer(self) -> None:
+        if self.writer is not None:
+            self.writer.hurry()
+
     def handle_document(
         self,
         point: str,

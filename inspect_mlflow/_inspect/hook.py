@@ -22,6 +22,7 @@ from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd
 
 from inspect_mlflow._config import Settings, SettingsError, fingerprint, load_settings
 from inspect_mlflow._inspect.log_files import cancelled_logs, log_location, unended_samples
+from inspect_mlflow._inspect.progress import TaskSamples
 from inspect_mlflow._inspect.routing import ExperimentRouting
 from inspect_mlflow._inspect.signals import TerminationGuard
 from inspect_mlflow._mapping import MappingInvalid, load_mapping
@@ -67,6 +68,8 @@ class MlflowTrackingHook(Hooks):
         # eval_id -> where Inspect writes the task's log (known from task start): a task
         # cancelled by Ctrl-C or SIGTERM gets no task_end, and the run end no logs.
         self._log_locations: dict[str, str] = {}
+        self._samples_left = TaskSamples()
+        """Which sample end is each task's last (see :mod:`~inspect_mlflow._inspect.progress`)."""
         self._termination = TerminationGuard()
         self._routing = ExperimentRouting(
             self._dispatch, self._prepare, lambda: self._session_for("run_start")
@@ -168,6 +171,16 @@ class MlflowTrackingHook(Hooks):
             if session.errors == 1:
                 logger.warning("inspect-mlflow: error at %s: %r", point, err)
 
+    def _hurry(self, data: Any) -> None:
+        """Ask the task's session to deliver what it holds now, not at its next interval."""
+        session = self._session_for("sample_end", data)
+        if session is None:
+            return
+        try:
+            session.hurry()
+        except Exception as err:  # only a hint: the run end delivers it all the same
+            logger.debug("inspect-mlflow: cannot hurry the delivery: %r", err)
+
     async def _prepare(self, point: str, data: Any, session: Any = None) -> None:
         """Let the session read the saved state of runs this point continues.
 
@@ -216,6 +229,7 @@ class MlflowTrackingHook(Hooks):
         location = log_location(data.eval_id)
         if location:
             self._log_locations[data.eval_id] = location
+        self._samples_left.started(data.eval_id, data.spec)
         await self._routing.task_started(data, self._settings, self._mapping, self._ids(data))
         await self._prepare("task_start", data)
         self._dispatch("task_start", data)
@@ -223,6 +237,7 @@ class MlflowTrackingHook(Hooks):
     async def on_task_end(self, data: Any) -> None:
         """Log the samples the task's log has but whose end never fired; close the task run."""
         self._open_tasks.pop(data.eval_id, None)
+        self._samples_left.drop(data.eval_id)
         self._routing.links.drop(data.eval_id)  # its header is written
         await self._reconcile(data.eval_set_id, data.run_id, data.eval_id, data.log)
         self._dispatch("task_end", data)
@@ -249,7 +264,10 @@ class MlflowTrackingHook(Hooks):
         if "sample_end" in self._resume_points:
             await self._prepare("sample_end", data)
         self._dispatch("sample_end", data)
-        await self._routing.link_run(data.eval_id)
+        last = self._samples_left.ended(data.eval_id)
+        if last:  # the task's log and the run's end follow: deliver what is held now
+            self._hurry(data)
+        await self._routing.link_run(data.eval_id, last=last)
 
     async def _reconcile(
         self, eval_set_id: str | None, run_id: str, eval_id: str, log: Any

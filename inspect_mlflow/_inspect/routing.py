@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["LINK_WAIT", "ExperimentRouting"]
 
 LINK_WAIT = 0.3
-"""Seconds a task's first sample end waits, once, for its run's ids (the log's URL) when
-they are not in yet; a run created later still gets in at a later sample's end."""
+"""Seconds a task's last sample end waits, once, for its run's ids (the log's URL) when
+no earlier sample end found them."""
 
 
 Dispatch = Callable[..., None]
@@ -126,16 +126,18 @@ class ExperimentRouting:
 
             self.links.add(data.eval_id, spec, settings.tracking_uri, key, lookup)
 
-    async def link_run(self, eval_id: str) -> None:
+    async def link_run(self, eval_id: str, *, last: bool) -> None:
         """Put the URL of the task's run into its log's link, once the run exists.
 
-        At each sample's end (the log's header is written at the task's end): the first
-        one that finds no ids waits for them, :data:`LINK_WAIT` seconds at most and once
-        per task; later ones only look. A run that never exists in time (a server that
-        does not answer) leaves the link as it was: a search filter.
+        At each sample's end (the log's header is written at the task's end) it looks;
+        the task's ``last`` expected sample end, if the ids are still not in, waits for them,
+        :data:`LINK_WAIT` seconds at most. Earlier ends never wait: Inspect holds the
+        sample's slot while the hook runs, so a wait there would slow the eval. A run that
+        never exists in time (a server that does not answer) leaves the link as it was: a
+        search filter.
         """
         links = self.links
-        if links.fill(eval_id) or eval_id in links.waited:
+        if links.fill(eval_id) or not last or eval_id in links.waited:
             return
         links.waited.add(eval_id)
         deadline = time.monotonic() + LINK_WAIT

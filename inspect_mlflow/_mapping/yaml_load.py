@@ -65,6 +65,40 @@ _JsonLikeLoader.add_implicit_resolver(
 )
 
 
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # PyYAML built without libyaml
+    CParser = None
+
+if CParser is not None:
+
+    class _FastComposer(CParser, yaml.resolver.BaseResolver):  # type: ignore[misc]
+        """libyaml's parser with :class:`_JsonLikeLoader`'s resolvers: the same nodes."""
+
+        yaml_implicit_resolvers = _JsonLikeLoader.yaml_implicit_resolvers
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.resolver.BaseResolver.__init__(self)
+
+
+def _compose_fast(text: str) -> Node | None:
+    """The node tree from libyaml's parser (about 15 times faster), same marks.
+
+    Only for a document that composes cleanly: on any error, or a character the
+    pure-Python reader refuses, the caller composes with the pure-Python loader, whose
+    messages are the ones users see. None without libyaml. A plain scalar's style is
+    ``""`` here and None there: readers of the style treat both as plain.
+    """
+    if CParser is None or yaml.reader.Reader.NON_PRINTABLE.search(text):
+        return None
+    loader = _FastComposer(text)
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        loader.dispose()
+
+
 @dataclass(frozen=True, slots=True)
 class _ScalarSpan:
     """Where a scalar's source text is, to place a position inside its value."""
@@ -270,7 +304,7 @@ class _Builder:
 
     def _scalar(self, node: ScalarNode, path: DataPath) -> Any:
         self.scalars[path] = _ScalarSpan(
-            node.start_mark.index, node.end_mark.index, node.style, node.value
+            node.start_mark.index, node.end_mark.index, node.style or None, node.value
         )
         return self._scalar_value(node, path)
 
@@ -310,7 +344,7 @@ class _Builder:
                 self.fail(key_node, path, "a key must be a plain string, not a list or map")
                 continue
             key = self._scalar_value(key_node, path)
-            if key_node.tag == _STR and key_node.value == "<<" and key_node.style is None:
+            if key_node.tag == _STR and key_node.value == "<<" and not key_node.style:
                 self.fail(key_node, path, "YAML merge keys (<<) are not supported")
                 continue
             if not isinstance(key, str):
@@ -334,7 +368,7 @@ class _Builder:
             first_seen[key] = key_node.start_mark
             self.key_marks[child] = key_node.start_mark.index
             self.key_scalars[child] = _ScalarSpan(
-                key_node.start_mark.index, key_node.end_mark.index, key_node.style, key
+                key_node.start_mark.index, key_node.end_mark.index, key_node.style or None, key
             )
             out[key] = self.build(value_node, child)
         return out
@@ -368,8 +402,13 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
     """
     loader = None
     try:
-        loader = _JsonLikeLoader(text)  # the reader rejects control characters here
-        root = loader.get_single_node()
+        root = _compose_fast(text)
+    except Exception:  # composed again below, for the pure-Python loader's message
+        root = None
+    try:
+        if root is None:
+            loader = _JsonLikeLoader(text)  # the reader rejects control characters here
+            root = loader.get_single_node()
     except yaml.reader.ReaderError as exc:
         line, col = _line_col(text, exc.position)
         raise MappingInvalid(

@@ -203,6 +203,14 @@ class BackgroundWriter:
         if refused and error is not None:
             self._fail(refused, error)
 
+    def hurry(self) -> None:
+        """Send what is queued now rather than at the next interval; returns at once.
+
+        For a moment when nothing more is coming soon (a task's last sample ended): the
+        batch then overlaps what the eval does next instead of waiting for its tick.
+        """
+        self._wake.set()
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything emitted before this call was sent or handed to ``on_failure``.
 

@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from inspect_mlflow._inspect.eval_metadata import (
     run_link,
     run_page,
 )
+from inspect_mlflow._inspect.progress import TaskSamples, expected_samples
 
 # -- parsing --------------------------------------------------------------------------
 
@@ -124,6 +126,32 @@ def test_a_lookup_that_fails_leaves_the_link_as_it_was() -> None:
     links.add("e1", spec, "sqlite:///x.db", "task:e1", broken)
     assert not links.fill("e1")
     assert spec.metadata[LINK_KEY] == {"filter": "f"}
+
+
+def _spec(sample_ids: list[Any] | None, samples: int, epochs: int | None) -> Any:
+    return SimpleNamespace(
+        dataset=SimpleNamespace(sample_ids=sample_ids, samples=samples),
+        config=SimpleNamespace(epochs=epochs),
+    )
+
+
+@pytest.mark.parametrize(
+    ("sample_ids", "samples", "epochs", "expected"),
+    [([1, 2, 3], 10, 2, 6), (None, 4, None, 4), ([], 5, 1, 5)],
+)
+def test_the_last_expected_sample_end_is_known(
+    sample_ids: list[Any] | None, samples: int, epochs: int | None, expected: int
+) -> None:
+    # Only there may the link wait for its run (an earlier wait holds a sample's slot),
+    # and only there is the delivery hurried.
+    assert expected_samples(_spec(sample_ids, samples, epochs)) == expected
+    left = TaskSamples()
+    left.started("e1", _spec(sample_ids, samples, epochs))
+    ends = [left.ended("e1") for _ in range(expected + 1)]
+    assert ends == [False] * (expected - 1) + [True, False]
+    assert not left.ended("never-started")
+    left.started("e2", SimpleNamespace())  # a spec that does not say: never "last"
+    assert not left.ended("e2")
 
 
 # -- real evals -----------------------------------------------------------------------

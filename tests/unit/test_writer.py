@@ -128,6 +128,20 @@ def test_a_full_batch_wakes_the_thread_before_the_schedule_delay(writers):
     assert len(sink.ops) == 10
 
 
+def test_hurry_sends_a_partial_batch_without_waiting_for_the_schedule_delay(writers):
+    # A task's last sample ended: what is queued goes now, not at the next interval.
+    sink = MemorySink()
+    writer = make(writers, sink, max_batch_size=1000, schedule_delay=60)
+    writer.emit(ops(3))
+    time.sleep(0.1)
+    assert sink.ops == []  # the interval has not passed: nothing sent yet
+    writer.hurry()
+    deadline = time.monotonic() + 5
+    while len(sink.ops) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [index(op) for op in sink.ops] == [0, 1, 2]
+
+
 def test_a_partial_batch_is_sent_after_the_schedule_delay_without_flush(writers):
     sink = MemorySink()
     writer = make(writers, sink, max_batch_size=1000, schedule_delay=0.05)
