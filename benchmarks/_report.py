@@ -233,12 +233,14 @@ def report(
     startup: dict[str, float],
     settings: dict[str, str],
     pypi_name: str,
+    server_workers: int | None = None,
 ) -> None:
+    workers = "" if server_workers is None else f" ({server_workers} worker processes)"
     print(
         f"\ninspect-mlflow overhead: demo eval (mock model, one tool call and one answer "
         f"per sample, two scorers), max_samples=20, {pairs} off/on pair(s) "
         "per row, default mapping (tables, artifacts, traces on), real mlflow server "
-        "with --serve-artifacts on 127.0.0.1"
+        f"with --serve-artifacts on 127.0.0.1{workers}"
     )
     if settings:
         print(

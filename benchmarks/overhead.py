@@ -267,6 +267,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a setting for the hook-on evals, e.g. INSPECT_MLFLOW_TRACES=false (repeatable)",
     )
     parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="worker processes of the mlflow server started here (4: mlflow server's default)",
+    )
+    parser.add_argument(
         "--server",
         metavar="URL",
         help="use this running mlflow server instead of starting one (needs --server-log)",
@@ -301,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             server = _running_server(args.server, args.server_log)
         else:
             print("starting mlflow server ...", file=sys.stderr, flush=True)
-            server = start_mlflow_server(work / "server")
+            server = start_mlflow_server(work / "server", workers=args.server_workers)
         try:
             port = urlparse(server.url).port
             assert port is not None
@@ -319,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                     runner.case(case, pairs, server.url)
             imported = measured_once(work, "import-only")
             startup = measured_once(work, "delivery-startup")
-            report(cases, pairs, imported, startup, SETTINGS, PYPI_PACKAGE)
+            workers = None if args.server else args.server_workers
+            report(cases, pairs, imported, startup, SETTINGS, PYPI_PACKAGE, workers)
         finally:
             if not args.server:
                 remove(server)

@@ -28,6 +28,11 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+from inspect_mlflow._delivery.http_costs import (
+    cache_environ_proxies,
+    fail_absent_imports,
+    forget_proxies,
+)
 from inspect_mlflow._delivery.wire import Channel
 from inspect_mlflow._writer.quickack import enable_quick_acks
 from inspect_mlflow._writer.reachability import own_http_retries
@@ -108,6 +113,7 @@ class DeliveryProcess:
         # MLflow reads its own variables (credentials, timeouts) from the environment.
         os.environ.clear()
         os.environ.update(environ)
+        forget_proxies()  # they come from the environment
         own_http_retries()  # after the eval's environment: the writer retries, not MLflow
         size_http_pool()  # before this process's first request builds MLflow's pool
         os.chdir(cwd)
@@ -250,7 +256,8 @@ def _import_mlflow() -> None:
 # Where one is not installed, each try searches every entry of sys.path again under
 # Python's import lock, which the trace sender's concurrent requests then queue on: about
 # 0.5 ms of CPU per request. Not ``pyspark`` (2 more tries): MLflow tests
-# ``"pyspark" in sys.modules`` elsewhere and would then import from the marker.
+# ``"pyspark" in sys.modules`` elsewhere and would then import from the marker; its
+# imports fail fast by a finder instead (``http_costs``).
 ENVIRONMENT_PROBES = ("dbruntime", "IPython")
 
 
@@ -298,6 +305,8 @@ def size_http_pool(environ: MutableMapping[str, str] = os.environ) -> None:
 def prepare_http() -> None:
     """Make this process's MLflow requests cheap: no path searches, no held replies."""
     mark_absent_probes()
+    fail_absent_imports()
+    cache_environ_proxies()
     enable_quick_acks()
 
 

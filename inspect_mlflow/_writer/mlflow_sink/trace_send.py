@@ -14,7 +14,8 @@ What one trace becomes (in this order, so a trace exists before anything refers 
    tracking store (sqlite/SQL and the ``mlflow server`` REST API) stores assessments that
    come with the ``TraceInfo`` in the same transaction, so a trace and its feedback land
    together in one request. Assessments the store did not keep (another backend) are
-   sent one by one with ``log_assessment`` afterwards.
+   sent one by one with ``log_assessment`` afterwards. On ``mlflow server`` the request
+   skips MLflow's protobuf round trips (``trace_start``).
 2. ``log_spans(experiment_id, spans)``: the root span and the child spans of every trace
    of the batch, as few requests as the size limits allow (the SQL store and the
    server's OTLP endpoint both take spans of several traces in one call).
@@ -44,6 +45,7 @@ from inspect_mlflow._operations import LogTrace
 from inspect_mlflow._writer.mlflow_sink.errors import classify, reason
 from inspect_mlflow._writer.mlflow_sink.planning import parallel_requests
 from inspect_mlflow._writer.mlflow_sink.trace_build import TracePayload, build_trace
+from inspect_mlflow._writer.mlflow_sink.trace_start import TraceStarter
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +206,8 @@ class TraceSender:
         remote = tracking_uri.startswith(("http://", "https://", "databricks"))
         self.max_parallel_requests = max_parallel_requests if remote else 1
         self._client = client
+        self._given_client = client is not None
+        self._start: TraceStarter | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._count_lock = threading.Lock()
@@ -224,9 +228,16 @@ class TraceSender:
             self._client = TracingClient(self.tracking_uri)
         return self._client
 
+    def _starter(self) -> TraceStarter:
+        """The ``start_trace`` call for this client (direct on ``mlflow server``)."""
+        if self._start is None:
+            self._start = TraceStarter(self.client, direct=not self._given_client)
+        return self._start
+
     def close(self) -> None:
         """Drop the client and the request threads; a later ``send`` builds new ones."""
         self._client = None
+        self._start = None
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
@@ -264,11 +275,10 @@ class TraceSender:
 
         started: list[TracePayload] = []
         results = self._start_all(payloads, deadline)
-        for payload, (returned, error) in zip(payloads, results, strict=True):
+        for payload, (kept, error) in zip(payloads, results, strict=True):
             if error is not None:
                 errors[payload.item[0].trace_key] = (payload.item, error)
                 continue
-            kept = {a.assessment_id for a in getattr(returned, "assessments", None) or ()}
             payload.missing_feedback = [f for f in payload.feedback if f.assessment_id not in kept]
             started.append(payload)
 
@@ -293,15 +303,18 @@ class TraceSender:
 
     def _start_all(
         self, payloads: list[TracePayload], deadline: _Deadline
-    ) -> list[tuple[Any, BaseException | None]]:
-        """``start_trace`` for each payload, side by side over HTTP; results in order."""
-        client = self.client
+    ) -> list[tuple[set[str], BaseException | None]]:
+        """``start_trace`` for each payload, side by side over HTTP.
 
-        def start(payload: TracePayload) -> tuple[Any, BaseException | None]:
+        In order: the ids of the assessments the store kept with each trace, or its error.
+        """
+        starter = self._starter()
+
+        def start(payload: TracePayload) -> tuple[set[str], BaseException | None]:
             try:
-                return self._call(deadline, client.start_trace, payload.info), None
+                return self._call(deadline, starter, payload.info), None
             except Exception as error:
-                return None, error
+                return set(), error
 
         if self.max_parallel_requests == 1 or len(payloads) < 2:
             return [start(payload) for payload in payloads]
