@@ -210,17 +210,33 @@ class RulePipeline(RunLifecycle, OutputBuilders):
         )
 
     def _row(self, run: RunState, path: str, entries: Entries, doc: RuleDocument) -> dict[str, Any]:
+        plan = run.columns.get((path, id(entries)))
+        if plan is None:
+            plan = run.columns[(path, id(entries))] = [
+                self._column(run, path, template) if template.is_fixed else None
+                for template, _ in entries
+            ]
         row: dict[str, Any] = {}
-        for template, expr in entries:
-            original = self._render(template, doc)
-            if original is None:
-                continue
+        for (template, expr), column in zip(entries, plan, strict=True):
+            if column is None:
+                original = self._render(template, doc)
+                if original is None:
+                    continue
+                column = self._column(run, path, template, original)
+            name, secret = column
             value = self._search(expr, doc)
             cell = None if value is MISSING else cell_value(json_value(value))
-            if cell is not None and is_credential_key(original):
-                cell = REDACTED
-            row[self._safe(run, f"column:{path}", original, template.where)] = cell
+            row[name] = REDACTED if cell is not None and secret else cell
         return row
+
+    def _column(
+        self, run: RunState, path: str, template: KeyTemplate, original: str | None = None
+    ) -> tuple[str, bool]:
+        """A column's safe name in the run's table, and whether it names a credential."""
+        if original is None:
+            original = "".join(str(part) for part in template.parts)
+        safe = self._safe(run, f"column:{path}", original, template.where)
+        return safe, is_credential_key(original)
 
     def _path(self, run: RunState, template: KeyTemplate, doc: RuleDocument) -> str | None:
         original = self._render(template, doc)

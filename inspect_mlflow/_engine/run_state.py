@@ -51,6 +51,10 @@ class RunState:
     """Identities of the models linked to the run as inputs (``run.models``)."""
     datasets: dict[str, str] = field(default_factory=dict)
     """Name -> digest of the datasets linked to the run (``run.datasets``; ``link``)."""
+    columns: dict[tuple[str, int], list[tuple[str, bool] | None]] = field(default_factory=dict)
+    """(table path, id of a rule's row entries) -> per column, its safe name and whether it
+    names a credential, when its name is fixed (None: rendered per row). A cache: the
+    names a run gives its columns never change, and rows are the engine's hottest loop."""
 
 
 class MetricSteps:
