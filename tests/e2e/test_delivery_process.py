@@ -366,3 +366,58 @@ def test_inspect_eval_on_the_command_line_logs_everything_and_exits(
         locations=[task_run.info.experiment_id], run_id=task_run.info.run_id
     )
     assert len(traces) == 5
+
+
+class _RecordingSession:
+    """Stands in for a Session: records what the delivery process asks of it, in order."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        self.settings = SimpleNamespace(flush_timeout=0.5)
+        self.calls: list[str] = []
+
+    def points_confirmed(self) -> int:
+        return 0
+
+    def run_ids(self) -> dict[str, Any]:
+        return {}
+
+    def handle_document(self, point: str, document: Any, stamp: float | None = None) -> None:
+        self.calls.append(point)
+
+    def hurry(self) -> None:
+        self.calls.append("hurry")
+
+    def close_open_runs(self, status: str) -> None:
+        self.calls.append(f"close_open_runs:{status}")
+
+    def finish(self, timeout: float) -> bool:
+        return True
+
+    def close(self, timeout: float) -> None:
+        self.calls.append("close")
+
+
+def test_a_hurry_reaches_the_session_after_the_points_sent_before_it() -> None:
+    # The eval's process sends ("hurry", sid) after a task's last sample end; the delivery
+    # process must hand it to that session in order, after the point (not log it unknown).
+    import io
+
+    from inspect_mlflow._delivery.process import DeliveryProcess
+    from inspect_mlflow._delivery.wire import Channel
+
+    incoming = io.BytesIO()
+    writer = Channel(incoming)
+    writer.send(("point", 1, "sample_end", {"sample": {}}, None))
+    writer.send(("hurry", 1))
+    writer.send(("hurry", 2))  # a session that is gone: ignored
+    incoming.seek(0)
+    delivery = DeliveryProcess(Channel(incoming), Channel(io.BytesIO()))
+    session = _RecordingSession()
+    try:
+        delivery._sessions[1] = session  # type: ignore[assignment]
+        assert delivery.run() == 0  # the pipe closes: the eval's process is gone
+    finally:
+        logging.getLogger().removeHandler(delivery._handler)
+    assert session.calls == ["sample_end", "hurry", "close_open_runs:FAILED", "close"]
